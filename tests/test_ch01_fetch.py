@@ -1,0 +1,67 @@
+"""fetch: cache, offline mirror, download, and a checksum whatever the source."""
+import hashlib
+
+import pytest
+
+from ch01_data.data import ChecksumError, DownloadError, fetch, load_manifest
+
+PAYLOAD = b"It was a dark and stormy night.\n"
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+URL = "http://127.0.0.1:9/books/stormy%20night.txt"  # port 9 (discard): nothing answers there
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    monkeypatch.setenv("LLMFS_DATA_MIRROR", str(folder))
+    return folder
+
+
+def test_good_mirror_file_is_copied_into_the_cache(tmp_path, mirror):
+    (mirror / SHA).write_bytes(PAYLOAD)
+    path = fetch(URL, SHA, cache_dir=tmp_path / "cache")
+    assert path == tmp_path / "cache" / SHA / "stormy night.txt"
+    assert path.read_bytes() == PAYLOAD
+    assert [p.name for p in path.parent.iterdir()] == ["stormy night.txt"]  # no temporary file left
+
+
+def test_cached_copy_is_used_without_the_mirror(tmp_path, mirror, monkeypatch):
+    (mirror / SHA).write_bytes(PAYLOAD)
+    first = fetch(URL, SHA, cache_dir=tmp_path / "cache")
+    (mirror / SHA).unlink()
+    monkeypatch.delenv("LLMFS_DATA_MIRROR")
+    assert fetch(URL, SHA, cache_dir=tmp_path / "cache") == first
+
+
+def test_tampered_mirror_file_is_rejected_and_not_cached(tmp_path, mirror):
+    (mirror / SHA).write_bytes(PAYLOAD.replace(b"dark", b"dank"))
+    with pytest.raises(ChecksumError) as err:
+        fetch(URL, SHA, cache_dir=tmp_path / "cache")
+    message = str(err.value)
+    assert str(mirror / SHA) in message and SHA in message
+    assert hashlib.sha256(PAYLOAD.replace(b"dark", b"dank")).hexdigest() in message
+    assert not list((tmp_path / "cache").rglob("*.txt"))
+
+
+def test_damaged_cache_entry_is_replaced(tmp_path, mirror):
+    (mirror / SHA).write_bytes(PAYLOAD)
+    path = fetch(URL, SHA, cache_dir=tmp_path / "cache")
+    path.write_bytes(b"truncated")
+    assert fetch(URL, SHA, cache_dir=tmp_path / "cache").read_bytes() == PAYLOAD
+
+
+def test_no_network_and_no_mirror_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLMFS_DATA_MIRROR", raising=False)
+    with pytest.raises(DownloadError) as err:
+        fetch(URL, SHA, cache_dir=tmp_path / "cache", timeout=1, retries=2)
+    message = str(err.value)
+    assert URL in message and "LLMFS_DATA_MIRROR" in message and "attempt 2" in message
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no partial download left
+
+
+def test_manifest_describes_the_default_corpus():
+    sources = load_manifest()
+    assert len(sources) == 177
+    assert sum(s.bytes for s in sources) == 43_735_248
+    assert all(len(s.sha256) == 64 and s.url.startswith("https://") for s in sources)

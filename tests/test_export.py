@@ -1,0 +1,56 @@
+"""The notebook is the single source of the book's code: every module must equal its export."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+import export  # noqa: E402
+
+NOTEBOOKS = export.chapter_notebooks(REPO)
+
+
+def test_every_chapter_folder_has_a_notebook():
+    chapters = sorted(p.name for p in REPO.iterdir() if p.is_dir() and p.name.startswith(("ch0", "appendix_")))
+    assert chapters, "no chapter folders found"
+    assert [nb.parent.name for nb in NOTEBOOKS] == chapters
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_module_matches_notebook_export(nb):
+    module, text = export.export_notebook(nb)
+    assert module.exists(), f"{module} is missing: run `python tools/export.py`"
+    assert module.read_text(encoding="utf-8") == text, f"{module} differs from {nb}: run `python tools/export.py`"
+    assert text.startswith(f"# Generated from {nb.parent.name}/{nb.name}")
+
+
+def test_exporter_keeps_only_export_cells(tmp_path):
+    folder = tmp_path / "ch99_demo"
+    folder.mkdir()
+    cell = lambda src: {"cell_type": "code", "source": src, "metadata": {}, "outputs": [], "execution_count": None}
+    nb = {"cells": [cell("#| default_exp demo\nimport os"), cell("#| export\ndef f():\n    return 1"),
+                    cell("print(f())"), {"cell_type": "markdown", "source": "#| export\ntext", "metadata": {}},
+                    cell("#| export\n#| hide\nX = 2\n")],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (folder / "ch99_demo.ipynb").write_text(json.dumps(nb))
+    module, text = export.export_notebook(folder / "ch99_demo.ipynb")
+    assert module == folder / "demo.py"
+    assert text.splitlines()[1:] == ["def f():", "    return 1", "", "", "X = 2"]
+
+
+def test_exporter_rejects_a_notebook_without_a_module_name(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "source": "#| export\nX = 1", "metadata": {}, "outputs": []}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "x.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(ValueError, match="default_exp"):
+        export.export_notebook(tmp_path / "x.ipynb")
+
+
+def test_every_chapter_is_in_the_test_paths():
+    import tomllib
+
+    testpaths = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["testpaths"]
+    assert testpaths[0] == "tests"
+    assert testpaths[1:] == [nb.parent.name for nb in NOTEBOOKS], "add the chapter folder to testpaths in pyproject.toml"
