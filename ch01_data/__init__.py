@@ -1,4 +1,42 @@
 """Chapter 1: from raw Project Gutenberg books to clean, deduplicated documents."""
-from .data import ChecksumError, DownloadError, Source, data_home, fetch, fetch_corpus, load_manifest
+from .data import (
+    ChecksumError,
+    CorpusConfig,
+    DownloadError,
+    MinHasher,
+    QualityConfig,
+    Source,
+    UnionFind,
+    all_pairs_jaccard,
+    binary_reason,
+    build_corpus,
+    candidate_probability,
+    choose_bands_rows,
+    clean_text,
+    collapse_blank_lines,
+    data_home,
+    decode_text,
+    fetch,
+    fetch_corpus,
+    jaccard,
+    load_documents,
+    load_manifest,
+    lsh_candidates,
+    normalize_newlines,
+    normalize_unicode,
+    quality_reasons,
+    quality_stats,
+    shingle_hashes,
+    split_of,
+    strip_gutenberg,
+    strip_producer_credits,
+)
 
-__all__ = ["ChecksumError", "DownloadError", "Source", "data_home", "fetch", "fetch_corpus", "load_manifest"]
+__all__ = [
+    "ChecksumError", "CorpusConfig", "DownloadError", "MinHasher", "QualityConfig", "Source",
+    "UnionFind", "all_pairs_jaccard", "binary_reason", "build_corpus", "candidate_probability",
+    "choose_bands_rows", "clean_text", "collapse_blank_lines", "data_home", "decode_text", "fetch",
+    "fetch_corpus", "jaccard", "load_documents", "load_manifest", "lsh_candidates",
+    "normalize_newlines", "normalize_unicode", "quality_reasons", "quality_stats",
+    "shingle_hashes", "split_of", "strip_gutenberg", "strip_producer_credits",
+]
