@@ -1,0 +1,6 @@
+"""`python -m ch05_pretraining train --preset tiny --out DIR`: see pretrain.main."""
+import sys
+
+from .pretrain import main
+
+sys.exit(main())

@@ -1,0 +1,268 @@
+"""Chapter 5: losses, bigram baseline, schedule, optimizer groups, accumulation, sampling filters,
+checkpoints (exact resume, corruption), the Hugging Face GPT-2 round trip and the command line."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from ch04_gpt_model.model import GPTConfig, GPTModel
+from ch05_pretraining.pretrain import (
+    PRESETS, BigramModel, CheckpointError, TrainConfig, cross_entropy, decay_split, get_preset, load_checkpoint,
+    load_gpt2_files, lr_at, main, make_optimizer, make_sampler, matmul_params, perplexity, read_checkpoint,
+    save_checkpoint, top_k_filter, top_p_filter, train,
+)
+
+TINY = dict(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1, qkv_bias=False)
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return GPTModel(GPTConfig(**{**TINY, **overrides}))
+
+
+def toy_batches(batch_size=4, T=8, V=50, seed=7):
+    """A deterministic, resumable micro-batch stream (batch i depends only on i) of learnable
+    sequences: each row counts up by a random step from a random start, modulo V."""
+    def stream(start):
+        i = start
+        while True:
+            g = torch.Generator().manual_seed(seed * 100_003 + i)
+            first, step = torch.randint(0, V, (batch_size, 1), generator=g), torch.randint(1, 4, (batch_size, 1), generator=g)
+            x = (first + step * torch.arange(T + 1)) % V
+            yield x[:, :-1], x[:, 1:]
+            i += 1
+    return stream
+
+
+# ---- 5.1 measuring -----------------------------------------------------------------------------
+
+def test_cross_entropy_hand_computed():
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [math.log(3), 0.0, 0.0, 0.0]]])  # (1, 2, 4)
+    targets = torch.tensor([[2, 0]])
+    # uniform over 4 -> ln 4; p(0) = 3/6 = 1/2 -> ln 2
+    expected = (math.log(4) + math.log(2)) / 2
+    assert cross_entropy(logits, targets).item() == pytest.approx(expected, abs=1e-6)
+    assert perplexity(math.log(4)) == pytest.approx(4.0)
+
+
+def test_untrained_loss_is_about_log_vocab():
+    model = tiny_model(vocab_size=500).eval()
+    x, y = torch.randint(0, 500, (2, 4, 8))
+    assert cross_entropy(model(x), y).item() == pytest.approx(math.log(500), abs=0.1)
+
+
+def test_bigram_hand_computed():
+    bigram = BigramModel(vocab_size=2, alpha=0.0).fit(np.array([0, 1, 0, 1, 1]))
+    # pairs: (0,1) x2, (1,0), (1,1): P(1|0)=1, P(0|1)=P(1|1)=1/2
+    assert bigram.loss(np.array([0, 1, 0, 1, 1])) == pytest.approx(math.log(2) / 2)
+    smoothed = BigramModel(vocab_size=3, alpha=1.0).fit(np.array([0, 1, 0, 1, 1]))
+    # P(2|0) = (0 + 1) / (2 + 3), an unseen pair still has probability
+    assert smoothed.log_prob(np.array([0]), np.array([2]))[0] == pytest.approx(math.log(1 / 5))
+    with pytest.raises(ValueError, match="token ids"):
+        BigramModel(vocab_size=2).fit(np.array([0, 5]))
+
+
+# ---- 5.3 training loop -------------------------------------------------------------------------
+
+def test_schedule_warmup_peak_and_end():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, max_lr=1e-3, min_lr=1e-4)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)        # 1/10 of the peak
+    assert lr_at(9, cfg) == pytest.approx(1e-3)        # warm-up ends at the peak
+    assert lr_at(10, cfg) == pytest.approx(1e-3)       # cosine starts at the peak
+    assert lr_at(10 + 89 // 2, cfg) == pytest.approx(5.5e-4, rel=0.02)  # halfway: mean of peak and floor
+    assert lr_at(99, cfg) == pytest.approx(1e-4)       # last step: the floor
+    lrs = [lr_at(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("field,value", [("warmup_steps", 100), ("max_steps", 0), ("precision", "fp8"),
+                                         ("min_lr", 1.0), ("grad_clip", -1.0)])
+def test_train_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{"max_steps": 100, "warmup_steps": 10, field: value})
+
+
+def test_weight_decay_only_on_matrices():
+    model = tiny_model()  # GPT-2 style: learned positions, LayerNorm with biases, tied head
+    decay, no_decay = decay_split(model)
+    assert "tok_emb.weight" in decay and "blocks.0.ff.fc1.weight" in decay
+    assert "pos_emb.weight" in no_decay
+    assert all(name.endswith("bias") or "norm" in name or name == "pos_emb.weight" for name in no_decay)
+    params = dict(model.named_parameters())
+    assert all(params[n].dim() >= 2 for n in decay)
+    assert len(decay) + len(no_decay) == len(params)  # the tied head is counted once
+    opt = make_optimizer(model, TrainConfig())
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(params)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    x = torch.randint(0, 50, (8, 9))
+    big = tiny_model(drop_rate=0.0)
+    cross_entropy(big(x[:, :-1]), x[:, 1:]).backward()
+    acc = tiny_model(drop_rate=0.0)
+    cfg = TrainConfig(batch_size=2, grad_accum_steps=4, max_steps=1, warmup_steps=0, grad_clip=None, eval_interval=1)
+    chunks = [(x[i:i + 2, :-1], x[i:i + 2, 1:]) for i in range(0, 8, 2)]
+    grads = {}
+    orig_step = torch.optim.AdamW.step
+
+    def capture(self, *a, **k):  # record the accumulated gradients the optimizer sees
+        grads.update({n: p.grad.clone() for n, p in acc.named_parameters()})
+        return orig_step(self, *a, **k)
+
+    torch.optim.AdamW.step = capture
+    try:
+        train(acc, cfg, lambda start: iter(chunks[start:]), chunks[:1], progress=False)
+    finally:
+        torch.optim.AdamW.step = orig_step
+    for name, p in big.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_training_lowers_loss_and_logs():
+    model = tiny_model()
+    stream = toy_batches()
+    val = [next(stream(10_000)) for _ in range(2)]
+    cfg = TrainConfig(batch_size=4, max_steps=30, warmup_steps=3, max_lr=1e-2, eval_interval=10, eval_batches=2)
+    log = train(model, cfg, stream, val, progress=False)
+    assert log["step"] == list(range(1, 31)) and log["tokens"][-1] == 30 * 4 * 8
+    assert [v["step"] for v in log["val"]] == [10, 20, 30]
+    assert log["lr"][2] == pytest.approx(1e-2)
+    assert np.mean(log["train_loss"][-5:]) < np.mean(log["train_loss"][:5])
+
+
+# ---- 5.4 decoding ------------------------------------------------------------------------------
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 5.0, 0.0], [0.0, -1.0, 2.0, 1.0, 3.0]])
+    out = top_k_filter(logits, 2)
+    assert torch.isfinite(out).sum(-1).tolist() == [2, 2]  # ties do not let a third through
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [1, 3]
+    assert torch.isfinite(out[1]).nonzero().flatten().tolist() == [2, 4]
+    assert out[1, 4] == 3.0
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p)).nonzero()[:, 1].tolist()
+    assert kept(0.5) == [0]             # 0.5 alone reaches 0.5
+    assert kept(0.6) == [0, 1]          # 0.5 < 0.6 <= 0.8
+    assert kept(0.8) == [0, 1]
+    assert kept(0.81) == [0, 1, 2]
+    assert kept(1.0) == [0, 1, 2, 3]
+    assert kept(0.01) == [0]            # the most likely token always stays
+    shuffled = logits[:, [2, 0, 3, 1]]  # order does not matter
+    assert torch.isfinite(top_p_filter(shuffled, 0.6)).nonzero()[:, 1].tolist() == [1, 3]
+
+
+def test_sampler_seeded_greedy_and_errors():
+    logits = torch.randn(3, 20)
+    draw = lambda seed: make_sampler(1.0, top_k=5, generator=torch.Generator().manual_seed(seed))(logits)
+    assert torch.equal(draw(1), draw(1))
+    assert set(draw(2).tolist()) <= set(torch.topk(logits, 5).indices.flatten().tolist())
+    assert torch.equal(make_sampler(0.0)(logits), logits.argmax(-1))
+    for bad in (dict(temperature=-1), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)):
+        with pytest.raises(ValueError):
+            make_sampler(**bad)
+
+
+# ---- 5.5 checkpoints ---------------------------------------------------------------------------
+
+def test_kill_and_resume_is_bitwise_equal(tmp_path):
+    cfg = TrainConfig(batch_size=4, grad_accum_steps=2, max_steps=12, warmup_steps=3, max_lr=5e-3,
+                      eval_interval=4, eval_batches=1, checkpoint_interval=5)
+    val = [next(toy_batches()(999))]
+    straight = tiny_model(seed=1)  # dropout is on, so the RNG state must be restored too
+    log_a = train(straight, cfg, toy_batches(), val, out_dir=tmp_path / "a", progress=False)
+
+    crashed = tiny_model(seed=1)
+    train(crashed, cfg, toy_batches(), val, out_dir=tmp_path / "b", stop_at=8, progress=False)  # dies after step 8
+    assert read_checkpoint(tmp_path / "b")[1]["step"] == 5  # the last checkpoint it wrote
+    torch.manual_seed(999)  # a fresh process: other weights, other RNG state
+    resumed = tiny_model(seed=2)
+    log_b = train(resumed, cfg, toy_batches(), val, out_dir=tmp_path / "b", resume=True, progress=False)
+
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert log_a == log_b
+
+
+def test_corrupt_or_truncated_checkpoint_is_a_clear_error(tmp_path):
+    model = tiny_model()
+    opt = make_optimizer(model, TrainConfig())
+    save_checkpoint(tmp_path, model, opt, {"step": 3})
+    assert load_checkpoint(tmp_path, tiny_model(seed=5), make_optimizer(tiny_model(), TrainConfig()))["step"] == 3
+    path = tmp_path / "checkpoint.safetensors"
+    blob = path.read_bytes()
+
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path, model)
+    path.write_bytes(blob[:100] + bytes([blob[100] ^ 1]) + blob[101:])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path, model)
+    path.write_bytes(blob)
+    (tmp_path / "checkpoint.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path, model)
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        load_checkpoint(tmp_path / "missing", model)
+
+
+def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
+    model = tiny_model()
+    save_checkpoint(tmp_path, model, make_optimizer(model, TrainConfig()), {"step": 1})
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(tmp_path, tiny_model(emb_dim=32))
+
+
+# ---- 5.6 GPT-2 in the Hugging Face format ------------------------------------------------------
+
+def test_hf_gpt2_checkpoint_round_trip(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=4)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = load_gpt2_files(tmp_path / "config.json", tmp_path / "model.safetensors").eval()
+    idx = torch.randint(0, 97, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx), hf(idx).logits, rtol=1e-4, atol=1e-4)
+
+
+# ---- presets and command line ------------------------------------------------------------------
+
+def test_presets_and_compute_accounting():
+    assert set(PRESETS) == {"tiny", "small", "gpt2-124m"}
+    gpt2 = GPTConfig(vocab_size=50257, **PRESETS["gpt2-124m"].model)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in GPTModel(gpt2).parameters())
+    assert n == 124_439_808  # GPT-2 small
+    with pytest.raises(ValueError, match="tiny, small, gpt2-124m"):
+        get_preset("huge")
+    assert matmul_params(tiny_model()) == 2 * (16 * 48 + 16 * 16 + 16 * 64 * 2) + 50 * 16
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--preset", "huge", "--out", "x"], "invalid choice: 'huge'"),
+    (["train", "--preset", "tiny"], "--out"),
+    (["train", "--preset", "tiny", "--out", "x", "--max-steps", "0"], "positive integer"),
+    (["train", "--preset", "tiny", "--out", "x", "--device", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_cli_rejects_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
+    model = tiny_model()
+    save_checkpoint(tmp_path, model, make_optimizer(model, TrainConfig()), {"step": 1})
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "tiny", "--out", str(tmp_path)])
+    assert "--resume" in capsys.readouterr().err
