@@ -241,3 +241,27 @@ class MultiHeadAttention(nn.Module):
             use_sdpa=self.use_sdpa,
         )
         return self.out_proj(self.merge_heads(context))
+
+
+def peak_memory_bytes(fn) -> int:
+    """Peak bytes of tensors that fn() holds at once on the CPU, above what was allocated before it started.
+
+    torch.profiler(profile_memory=True) records every CPU tensor allocation (+bytes) and free (-bytes);
+    the running sum of those events in time order is what fn() holds, and its maximum is the peak.
+    Unlike the process RSS it counts only tensors, ignores the allocator's caching, and repeats exactly.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # kineto_results is the profiler's raw event list; the public summaries aggregate away the time order.
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    )
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak
