@@ -1,0 +1,202 @@
+"""Chapter 2: BPE training and encoding, id-for-id equality with tiktoken's GPT-2, save/load, special tokens."""
+import json
+import random
+
+import pytest
+import tiktoken
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ch01_data.data import fetch
+from ch02_tokenization.tokenizer import (
+    ENDOFTEXT, BPETokenizer, TokenizerConfig, TokenizerFileError, count_chunks, count_pairs, merge,
+    train_merges, train_merges_plain,
+)
+
+VERDICT = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/28c65cdfbc3338e2e040016eea4b7fdf556e4d57/"
+           "ch02/01_main-chapter-code/the-verdict.txt",
+           "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f")
+
+HARD_CASES = [
+    "", " ", "  ", "\n", "Hello world", "   leading spaces", "trailing spaces   ", "two  spaces", "x \n y",
+    "tabs\tand\t\ttabs", "lines\n\n\nand\r\nCRLF\n", " \n \n", "\t \t x", "I'm, you're, we'll, they've, she'd, it's",
+    "DON'T 's 'S 'll''", "1234567890 3.14159 1,000,000", "naïve café résumé Ångström", "emoji 😀🎉👍🏽 and 🇫🇷",
+    "中文字符和日本語のテキスト", "한국어 텍스트", "mixed\u00a0nbsp\u2003em\u3000space", "a<|endoftext|>b",
+    "<|endoftext|>", "x<|endoftext|><|endoftext|> y", "zero\u200bwidth", "\x00\x01\x1c\x1d control", "!!!???...---",
+]
+
+
+@pytest.fixture(scope="module")
+def verdict() -> str:
+    return fetch(*VERDICT).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def gpt2() -> BPETokenizer:
+    return BPETokenizer.gpt2()
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return tiktoken.get_encoding("gpt2")
+
+
+@pytest.fixture(scope="module")
+def small(verdict) -> BPETokenizer:
+    return BPETokenizer.train([verdict], vocab_size=400)
+
+
+def test_toy_bpe_by_hand():
+    # Wikipedia's example: aaabdaaabac -> ZabdZabac -> ZYdZYac -> XdXac (Z=aa, Y=ab, X=ZY).
+    ids = list(b"aaabdaaabac")
+    assert count_pairs(ids)[(97, 97)] == 4
+    assert merge(ids, (97, 97), 256) == [256, 97, 98, 100, 256, 97, 98, 97, 99]  # "aaa" -> Z a, left to right
+    merges = train_merges_plain({tuple(ids): 1}, 3)
+    assert merges == [(97, 97), (97, 98), (256, 257)]  # tie (Z,a)=(a,b)=2 goes to the smaller pair
+    assert train_merges({tuple(ids): 1}, 3) == merges
+    tok = BPETokenizer(merges, pattern=r"[\s\S]+")  # one chunk: the whole string
+    assert tok.encode("aaabdaaabac") == [258, 100, 258, 97, 99]
+
+
+def test_incremental_trainer_equals_plain(verdict):
+    word_counts = {tuple(c.encode("utf-8")): n for c, n in count_chunks([verdict]).items()}
+    assert train_merges(word_counts, 300) == train_merges_plain(word_counts, 300)
+
+
+def test_trainer_stops_when_nothing_is_left_to_merge():
+    tok = BPETokenizer.train(["ab ab"], vocab_size=1000)
+    assert len(tok.merges) == 2  # "ab", then " ab"
+    assert tok.vocab_size == 256 + 2 + 1 and tok.eot_id == 258
+
+
+def test_train_vocab_size_and_errors(small):
+    assert small.vocab_size == 400 and small.special_tokens == {ENDOFTEXT: 399}
+    with pytest.raises(ValueError, match="vocab_size"):
+        BPETokenizer.train(["x"], vocab_size=100)
+    with pytest.raises(ValueError, match="vocab_size"):
+        TokenizerConfig(vocab_size=70000)
+
+
+def test_merge_ranks_give_the_training_segmentation(small, verdict):
+    # Applying the merges in training order to a chunk is what training did to it; encoding by rank
+    # (with the whole-chunk shortcut) must give the same ids, for every chunk of the training text.
+    for chunk in count_chunks([verdict]):
+        ids = list(chunk.encode("utf-8"))
+        for r, pair in enumerate(small.merges):
+            ids = merge(ids, pair, 256 + r)
+        assert small.encode(chunk) == ids, chunk
+    ids = small.encode(verdict)
+    assert len(ids) < 0.6 * len(verdict.encode("utf-8")) and small.decode(ids) == verdict
+
+
+@pytest.mark.parametrize("case", HARD_CASES)
+def test_same_ids_as_tiktoken_on_hard_cases(gpt2, enc, case):
+    assert gpt2.encode(case, allowed_special="all") == enc.encode(case, allowed_special="all")
+    assert gpt2.encode_ordinary(case) == enc.encode_ordinary(case)
+    assert gpt2.decode(gpt2.encode_ordinary(case)) == case
+
+
+def test_same_ids_as_tiktoken_on_corpus_sample(gpt2, enc):
+    from ch01_data.data import load_documents
+    docs = load_documents("val")
+    rng = random.Random(0)
+    for d in docs[:4]:  # a sample of 4 x 40,000 characters keeps the test fast; the notebook checks them all
+        start = rng.randrange(max(1, len(d["text"]) - 40_000))
+        text = d["text"][start:start + 40_000]
+        assert gpt2.encode_ordinary(text) == enc.encode_ordinary(text), d["id"]
+
+
+def test_encoding_cache_gives_the_same_ids(gpt2, enc, verdict):
+    fresh = BPETokenizer.gpt2()
+    first = fresh.encode_ordinary(verdict)
+    assert fresh.encode_ordinary(verdict) == first == enc.encode_ordinary(verdict)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text())
+def test_round_trip_and_tiktoken_on_arbitrary_unicode(gpt2, enc, small, text):
+    ids = gpt2.encode_ordinary(text)
+    assert ids == enc.encode_ordinary(text)
+    assert gpt2.decode(ids) == text
+    assert small.decode(small.encode_ordinary(text)) == text
+
+
+_spacey = st.text(alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\u00a0\u2003\u3000\x1c\x85ab1.'é😀")), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_spacey)
+def test_tiktoken_on_whitespace_heavy_text(gpt2, enc, text):
+    # Whitespace decides where GPT-2's regex cuts; the encoder's fast path relies on that rule.
+    assert gpt2.encode_ordinary(text) == enc.encode_ordinary(text)
+
+
+def test_decode_handles_split_multibyte_characters(small):
+    ids = small.encode("é")  # not in the training text: two byte tokens
+    assert [small.token_bytes(i) for i in ids] == [b"\xc3", b"\xa9"]
+    assert small.decode(ids[:1]) == "\ufffd" and small.decode(ids) == "é"
+
+
+def test_decode_rejects_out_of_range_ids(small):
+    with pytest.raises(ValueError, match="token id 400 "):
+        small.decode([1, 400])
+    with pytest.raises(ValueError, match="token id -1 "):
+        small.decode([-1])
+
+
+def test_special_tokens_follow_tiktoken(gpt2, enc, small):
+    text = "end.<|endoftext|>Start"
+    with pytest.raises(ValueError, match="allowed_special"):
+        small.encode(text)
+    with pytest.raises(ValueError):
+        enc.encode(text)  # the reference behaves the same way
+    ids = small.encode(text, allowed_special={ENDOFTEXT})
+    assert ids.count(small.eot_id) == 1 and small.decode(ids) == text
+    assert small.encode(text, allowed_special="all") == ids
+    assert small.eot_id not in small.encode_ordinary(text)
+    assert gpt2.encode(text, allowed_special="all") == enc.encode(text, allowed_special="all")
+    with pytest.raises(ValueError, match="does not have"):
+        small.encode("x", allowed_special={"<|im_start|>"})
+
+
+def test_gpt2_table(gpt2):
+    assert gpt2.vocab_size == 50257 and gpt2.eot_id == 50256
+    assert gpt2.byte_ids[ord("!")] == 0 and gpt2.token_bytes(256) == b" t"
+
+
+def test_save_load_round_trip(small, verdict, tmp_path):
+    path = tmp_path / "sub" / "tok.json"
+    small.save(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["format"] == "llm-from-scratch-bpe" and len(data["merges"]) == len(small.merges)
+    loaded = BPETokenizer.load(path)
+    assert loaded.merges == small.merges and loaded.special_tokens == small.special_tokens
+    assert loaded.encode(verdict) == small.encode(verdict)
+    assert [p.name for p in path.parent.iterdir()] == ["tok.json"]  # no temporary file left behind
+
+
+def test_save_load_gpt2(gpt2, enc, tmp_path):
+    gpt2.save(tmp_path / "gpt2.json")
+    loaded = BPETokenizer.load(tmp_path / "gpt2.json")
+    text = "Byte tables survive a save: naïve 😀"
+    assert loaded.encode(text) == enc.encode(text)
+
+
+def test_load_errors(small, tmp_path):
+    with pytest.raises(TokenizerFileError, match="no tokenizer file"):
+        BPETokenizer.load(tmp_path / "missing.json")
+    small.save(tmp_path / "tok.json")
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text((tmp_path / "tok.json").read_text(encoding="utf-8")[:500], encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match="not a valid tokenizer file"):
+        BPETokenizer.load(truncated)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else"}), encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match="format"):
+        BPETokenizer.load(other)
+    bad_merge = tmp_path / "bad.json"
+    data = json.loads((tmp_path / "tok.json").read_text(encoding="utf-8"))
+    data["merges"][0] = [999, 1]
+    bad_merge.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match="does not exist yet"):
+        BPETokenizer.load(bad_merge)
