@@ -179,6 +179,14 @@ def normalize_unicode(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def strip_illustration_tags(text: str) -> str:
+    """Drop lines that are only a bare "[Illustration]" placeholder: a picture, not text.
+
+    Captioned tags ("[Illustration: Alice and the Duchess]") keep their caption as text.
+    """
+    return re.sub(r"(?m)^[ \t]*\[Illustration\][ \t]*$", "", text)
+
+
 def collapse_blank_lines(text: str) -> str:
     """Strip trailing spaces from each line, keep at most one blank line in a row, trim the ends."""
     text = re.sub(r"[ \t]+\n", "\n", text)
@@ -279,7 +287,7 @@ class QualityConfig:
     max_dup_paragraph_char_fraction: float = 0.20  # Gopher
     # Gopher: chars covered by the most frequent 2-, 3-, 4-gram <= 0.20, 0.18, 0.16
     max_top_ngram_char_fraction: dict = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
-    min_terminal_punct_line_fraction: float = 0.12  # FineWeb: lines ending in . ! ? " etc. >= 12%
+    min_terminal_punct_paragraph_fraction: float = 0.12  # FineWeb: >= 12% of lines end in punctuation
     blocklist: tuple = ("lorem ipsum",)  # C4: drop pages with placeholder text
 
     def __post_init__(self):
@@ -291,7 +299,7 @@ class QualityConfig:
                              f"{self.min_mean_word_length} and {self.max_mean_word_length}")
         for name in ("max_symbol_word_ratio", "min_alpha_word_fraction", "max_dup_line_fraction",
                      "max_dup_paragraph_fraction", "max_dup_line_char_fraction",
-                     "max_dup_paragraph_char_fraction", "min_terminal_punct_line_fraction"):
+                     "max_dup_paragraph_char_fraction", "min_terminal_punct_paragraph_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.min_stop_words <= len(STOP_WORDS):
@@ -318,44 +326,58 @@ def _duplicate_fractions(units: list[str]) -> tuple[float, float]:
     return dup / len(units), dup_chars / max(1, sum(map(len, units)))
 
 
+def _word_ids(words: list[str]) -> tuple[np.ndarray, list[str]]:
+    """One integer per word, equal for equal words; and the distinct words in id order."""
+    vocab = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+    return ids, list(vocab)
+
+
 def top_ngram_char_fraction(words: list[str], n: int) -> float:
     """Fraction of word characters covered by the most frequent word n-gram (Gopher)."""
-    if len(words) < n:
+    ids, vocab = _word_ids(words)
+    return _top_ngram_char_fraction(ids, np.array([len(w) for w in vocab], dtype=np.int64)[ids], n)
+
+
+def _top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int) -> float:
+    if len(ids) < n:
         return 0.0
-    _, ids = np.unique(np.array(words), return_inverse=True)
-    ids = ids.astype(np.uint64)
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     # one 64-bit key per n-gram (a polynomial hash of the word ids; overflow wraps around)
-    keys = np.zeros(len(words) - n + 1, dtype=np.uint64)
+    keys = np.zeros(len(ids) - n + 1, dtype=np.uint64)
     for k in range(n):
-        keys = keys * np.uint64(1_000_003) + ids[k : len(words) - n + 1 + k]
-    uniq, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        keys = keys * np.uint64(1_000_003) + ids[k : len(ids) - n + 1 + k].astype(np.uint64)
+    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
     top = counts.argmax()
     if counts[top] < 2:
         return 0.0
     ngram_chars = int(lengths[first[top] : first[top] + n].sum())
-    return counts[top] * ngram_chars / lengths.sum()
+    return float(counts[top] * ngram_chars / lengths.sum())
 
 
 def quality_stats(text: str, ngram_sizes=(2, 3, 4)) -> dict:
     """The numbers the quality filters look at, for one document."""
     words = text.split()
     n_words = len(words)
+    # work per distinct word, then spread to every occurrence: books repeat their words a lot
+    ids, vocab = _word_ids(words)
+    lengths = np.array([len(w) for w in vocab], dtype=np.int64)[ids]
+    has_letter = np.array([bool(_HAS_LETTER.match(w)) for w in vocab], dtype=bool)[ids]
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-    word_set = set(text.lower().split())
+    word_set = set(w.lower() for w in vocab)
     stats = {
         "words": n_words,
-        "mean_word_length": sum(map(len, words)) / max(1, n_words),
+        "mean_word_length": float(lengths.sum() / max(1, n_words)),
         "symbol_word_ratio": (text.count("#") + text.count("...") + text.count("…")) / max(1, n_words),
-        "alpha_word_fraction": len(_HAS_LETTER.findall(text)) / max(1, n_words),
+        "alpha_word_fraction": float(has_letter.sum() / max(1, n_words)),
         "stop_words": sum(w in word_set for w in STOP_WORDS),
-        "terminal_punct_line_fraction": sum(l.endswith(_TERMINAL) for l in lines) / max(1, len(lines)),
+        # over paragraphs, not lines: Gutenberg wraps lines at ~70 characters (see 1.3)
+        "terminal_punct_paragraph_fraction": sum(p.endswith(_TERMINAL) for p in paragraphs) / max(1, len(paragraphs)),
     }
     stats["dup_line_fraction"], stats["dup_line_char_fraction"] = _duplicate_fractions(lines)
     stats["dup_paragraph_fraction"], stats["dup_paragraph_char_fraction"] = _duplicate_fractions(paragraphs)
     for n in ngram_sizes:
-        stats[f"top_{n}gram_char_fraction"] = top_ngram_char_fraction(words, n)
+        stats[f"top_{n}gram_char_fraction"] = _top_ngram_char_fraction(ids, lengths, n)
     return stats
 
 
@@ -384,9 +406,9 @@ def quality_reasons(text: str, config: QualityConfig = QualityConfig()) -> list[
     for n, limit in c.max_top_ngram_char_fraction.items():
         if s[f"top_{n}gram_char_fraction"] > limit:
             reasons.append(f"top {n}-gram char fraction {s[f'top_{n}gram_char_fraction']:.3f} > {limit}")
-    if s["terminal_punct_line_fraction"] < c.min_terminal_punct_line_fraction:
-        reasons.append(f"lines ending in punctuation {s['terminal_punct_line_fraction']:.2f} "
-                       f"< {c.min_terminal_punct_line_fraction}")
+    if s["terminal_punct_paragraph_fraction"] < c.min_terminal_punct_paragraph_fraction:
+        reasons.append(f"paragraphs ending in punctuation {s['terminal_punct_paragraph_fraction']:.2f} "
+                       f"< {c.min_terminal_punct_paragraph_fraction}")
     reasons += [f"blocklisted phrase: {p!r}" for p in c.blocklist if p in text.lower()]
     return reasons
 
@@ -411,30 +433,25 @@ def shingle_hashes(text: str, k: int = 5, cache: dict | None = None) -> np.ndarr
     """
     cache = {} if cache is None else cache
     words = _WORD.findall(text.lower())
-    if len(words) < k:
-        words = words + [""] * (k - len(words)) if words else []  # a short text is one shingle
     if not words:
         return np.zeros(0, dtype=np.uint64)
-    ids = np.array([cache[w] if w in cache else cache.setdefault(w, _hash32(w)) for w in words],
-                   dtype=np.uint64)
+    words += [""] * (k - len(words))  # a text shorter than k words is one shingle
+    vocab = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+    table = np.fromiter((cache[w] if w in cache else cache.setdefault(w, _hash32(w)) for w in vocab),
+                        np.uint64, len(vocab))
+    word_hashes = table[ids]  # each distinct word hashed once
     h = np.zeros(len(words) - k + 1, dtype=np.uint64)
     for j in range(k):  # h = (...((w0 * M + w1) * M + w2)...), wrapping modulo 2^64
-        h = h * np.uint64(0x9E3779B97F4A7C15) + ids[j : len(words) - k + 1 + j]
+        h = h * np.uint64(0x9E3779B97F4A7C15) + word_hashes[j : len(words) - k + 1 + j]
     return np.unique(h >> np.uint64(32))  # the top 32 bits are the best mixed
-
-
-def _mod_mersenne(z: np.ndarray) -> np.ndarray:
-    """z mod (2^61 - 1) for uint64 z, using 2^61 = 1 (mod p): fold the high bits onto the low."""
-    p = np.uint64(MERSENNE_61)
-    z = (z & p) + (z >> np.uint64(61))
-    return np.where(z >= p, z - p, z)
 
 
 class MinHasher:
     """MinHash signatures under h_i(x) = (a_i x + b_i) mod (2^61 - 1), i = 1..num_perm.
 
-    The products a_i x are done exactly in uint64 by splitting a_i into 29 high and 32 low
-    bits (x < 2^32), so the arithmetic is the universal hash family, not an overflowing one.
+    a_i and b_i are drawn from the whole range [1, p) and [0, p), and the arithmetic is exact
+    in uint64: a_i is split into its high 30 and low 31 bits, so no product overflows (x < 2^32).
     """
 
     def __init__(self, num_perm: int = 128, seed: int = 1):
@@ -444,29 +461,50 @@ class MinHasher:
         self.num_perm = num_perm
         self.a = rng.integers(1, MERSENNE_61, size=num_perm, dtype=np.uint64)
         self.b = rng.integers(0, MERSENNE_61, size=num_perm, dtype=np.uint64)
-        self._a_hi = self.a >> np.uint64(32)            # < 2^29
-        self._a_lo = self.a & np.uint64(0xFFFFFFFF)     # < 2^32
+        self._a_hi = self.a >> np.uint64(31)              # < 2^30
+        self._a_lo = self.a & np.uint64((1 << 31) - 1)    # < 2^31
 
-    def hash_values(self, x: np.ndarray) -> np.ndarray:
-        """(a_i x + b_i) mod p for 32-bit x: shape (len(x), num_perm)."""
-        x = x.astype(np.uint64)[:, None]                   # (n, 1)
-        lo = _mod_mersenne(self._a_lo * x)                 # a_lo * x < 2^64: exact
-        y = self._a_hi * x                                 # < 2^61: exact
-        # (y * 2^32) mod p, with y = y_hi 2^29 + y_lo:  = y_hi * 2^61 + y_lo 2^32 = y_hi + y_lo 2^32
-        hi = (y >> np.uint64(29)) + ((y & np.uint64((1 << 29) - 1)) << np.uint64(32))
-        return _mod_mersenne(_mod_mersenne(hi + lo) + self.b)  # (n, num_perm)
+    def signature(self, shingles: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """The MinHash signature of one set of 32-bit shingle hashes: shape (num_perm,).
 
-    def signature(self, shingles: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """The MinHash signature of one set of 32-bit shingle hashes: shape (num_perm,)."""
+        a x = a_hi x 2^31 + a_lo x, and with y = a_hi x = y_hi 2^30 + y_lo (y_hi < 2^32):
+        y 2^31 = y_hi 2^61 + y_lo 2^31 = y_hi + y_lo 2^31 (mod p), because 2^61 = 1 (mod p).
+        So z = a_lo x + b + y_hi + y_lo 2^31 < 2^64 never overflows, and one fold of z's bits
+        above 61 onto the low bits, plus one conditional subtraction, gives z mod p.
+        The work is done in blocks of `chunk` shingles with preallocated buffers, so the
+        (chunk, num_perm) arrays stay in the CPU cache and numpy allocates nothing per step.
+        """
+        p, s30, s31, s61 = np.uint64(MERSENNE_61), np.uint64(30), np.uint64(31), np.uint64(61)
+        m30 = np.uint64((1 << 30) - 1)
+        x_all = np.asarray(shingles, dtype=np.uint64)
         sig = np.full(self.num_perm, MERSENNE_61, dtype=np.uint64)  # the empty set's signature
-        for i in range(0, len(shingles), chunk):  # chunks keep the (n, num_perm) block in cache
-            np.minimum(sig, self.hash_values(shingles[i : i + chunk]).min(axis=0), out=sig)
+        rows = max(1, min(chunk, len(x_all)))
+        z, t, u = (np.empty((rows, self.num_perm), dtype=np.uint64) for _ in range(3))
+        for i in range(0, len(x_all), chunk):
+            x = x_all[i : i + chunk, None]                       # (n, 1)
+            zz, tt, uu = z[: len(x)], t[: len(x)], u[: len(x)]   # (n, num_perm) each
+            np.multiply(x, self._a_lo, out=zz)                   # a_lo x < 2^62
+            zz += self.b                                         # < 2^62 + 2^61
+            np.multiply(x, self._a_hi, out=tt)                   # y = a_hi x < 2^62
+            np.right_shift(tt, s30, out=uu)
+            zz += uu                                             # + y_hi
+            tt &= m30
+            tt <<= s31
+            zz += tt                                             # + y_lo 2^31: z < 2^64
+            np.right_shift(zz, s61, out=tt)
+            zz &= p
+            zz += tt                                             # fold: z < p + 8
+            np.subtract(zz, p, out=tt)                           # wraps to a huge value if z < p
+            np.minimum(zz, tt, out=zz)                           # z mod p
+            np.minimum(sig, zz.min(axis=0), out=sig)
         return sig
 
     def signatures(self, shingle_sets: list[np.ndarray]) -> np.ndarray:
         """Signatures of many sets: shape (len(shingle_sets), num_perm)."""
-        return np.stack([self.signature(s) for s in shingle_sets]) if shingle_sets else \
-            np.zeros((0, self.num_perm), dtype=np.uint64)
+        out = np.empty((len(shingle_sets), self.num_perm), dtype=np.uint64)
+        for i, s in enumerate(shingle_sets):
+            out[i] = self.signature(s)
+        return out
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -495,11 +533,11 @@ def all_pairs_jaccard(shingle_sets: list[np.ndarray]) -> np.ndarray:
     shared[:-1] |= same
     values, docs = values[shared], docs[shared]
     counts = np.zeros(n * n, dtype=np.int64)
-    d = 1
-    while d < len(values) and (values[d:] == values[:-d]).any():
+    for d in range(1, n):  # a shingle is in at most n documents
         hit = values[d:] == values[:-d]
+        if not hit.any():
+            break
         counts += np.bincount(docs[:-d][hit] * n + docs[d:][hit], minlength=n * n)
-        d += 1
     inter = counts.reshape(n, n)
     inter = inter + inter.T
     union = sizes[:, None] + sizes[None, :] - inter
@@ -651,7 +689,7 @@ def clean_text(raw: bytes) -> tuple[str, dict]:
     text = normalize_unicode(normalize_newlines(text))
     text, start, end = strip_gutenberg(text)
     text, credits = strip_producer_credits(text)
-    text = collapse_blank_lines(text)
+    text = collapse_blank_lines(strip_illustration_tags(text))
     return text, {"encoding": encoding, "start_marker": start, "end_marker": end, "credits": credits}
 
 
