@@ -90,32 +90,17 @@ def build_token_files(tokenizer=None, out_dir: Path | None = None) -> dict[str, 
     Built once and cached under data_home(); returns {"train": path, "val": path}.
     """
     from ch01_data.data import load_documents
-    from ch02_tokenization.tokenizer import load_book_tokenizer, write_token_file
+    from ch02_tokenization.tokenizer import encode_documents, load_book_tokenizer, write_token_file
 
     tokenizer = tokenizer or load_book_tokenizer()
     out_dir = Path(out_dir or data_home() / "ch05_pretraining" / "tokens")
-    eot = end_of_text_id(tokenizer)
     paths = {}
     for split in ("train", "val"):
         path = out_dir / f"{split}_v{tokenizer.vocab_size}.bin"
         if not path.exists():
-            ids: list[int] = []
-            for doc in tqdm(load_documents(split), desc=f"encoding {split}", leave=False):
-                ids.extend(tokenizer.encode(doc["text"]))
-                ids.append(eot)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_token_file(ids, path)
+            write_token_file(encode_documents(tokenizer, (d["text"] for d in load_documents(split))), path)
         paths[split] = path
     return paths
-
-
-def end_of_text_id(tokenizer) -> int:
-    """The tokenizer's end-of-text id, whatever the attribute is called."""
-    for name in ("eot_id", "end_of_text_id", "eos_id", "eot_token"):
-        value = getattr(tokenizer, name, None)
-        if isinstance(value, int):
-            return value
-    return tokenizer.encode("<|endoftext|>", allowed_special={"<|endoftext|>"})[0]
 
 
 def train_batches(tokens, batch_size: int, context_length: int, *, stride: int | None = None,
@@ -421,7 +406,7 @@ def sample_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 
     generator = torch.Generator(device=device).manual_seed(seed)
     idx = torch.tensor([tokenizer.encode(prompt)], device=device)
     model.eval()
-    out = generate(model, idx, max_new_tokens, eos_id=end_of_text_id(tokenizer),
+    out = generate(model, idx, max_new_tokens, eos_id=tokenizer.eot_id,
                    next_token=make_sampler(temperature, top_k, top_p, generator))
     return tokenizer.decode(out[0].tolist())
 
@@ -588,7 +573,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         model=dict(context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0, qkv_bias=False),
-        train=TrainConfig(batch_size=16, max_steps=600, warmup_steps=30, max_lr=3e-3, min_lr=3e-4,
+        train=TrainConfig(batch_size=16, max_steps=300, warmup_steps=30, max_lr=3e-3, min_lr=3e-4,
                           eval_interval=50, eval_batches=16, checkpoint_interval=100),
         about="about 5 minutes on a 2-core laptop CPU"),
     "small": Preset(

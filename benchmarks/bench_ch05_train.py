@@ -1,0 +1,112 @@
+"""Chapter 5 benchmark: training throughput of our loop + GPTModel vs Hugging Face GPT-2 trained by a plain loop.
+
+Both train the tiny preset's shape (4 layers, width 128, 4 heads, context 128, batch 16, no dropout,
+tied embeddings) on the same random tokens, float32, on the CPU. Rounds alternate ours/theirs so
+that load from other processes hits both alike; we report median tokens per second and the ratio.
+Also reports the tiny preset's model FLOPs utilisation against this machine's measured matmul peak.
+
+    python benchmarks/bench_ch05_train.py [--rounds 5] [--steps 8]
+"""
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ch05_pretraining.pretrain import (
+    PRESETS, TrainConfig, build_model, cross_entropy, flops_per_token, matmul_params, measure_peak_flops, train,
+)
+
+VOCAB = 4096  # stands in for the book tokenizer's vocabulary; the ratio does not depend on it much
+RESULT = Path(__file__).parent / "results" / "ch05_train.txt"
+
+
+def random_stream(batch_size, T, seed=0):
+    def stream(start):
+        g = torch.Generator().manual_seed(seed + start)
+        while True:
+            x = torch.randint(0, VOCAB, (batch_size, T + 1), generator=g)
+            yield x[:, :-1], x[:, 1:]
+    return stream
+
+
+def ours_tokens_per_s(steps, spec):
+    model = build_model(dict(spec.model, drop_rate=0.0), VOCAB, seed=0)
+    cfg = TrainConfig(batch_size=spec.train.batch_size, max_steps=steps + 1, warmup_steps=1, max_lr=1e-3,
+                      eval_interval=10**6, eval_batches=1, checkpoint_interval=10**6, precision="float32")
+    stream = random_stream(cfg.batch_size, spec.model["context_length"])
+    val = [next(stream(0))]
+    train(model, TrainConfig(**{**cfg.__dict__, "max_steps": 2}), stream, val, progress=False)  # warm-up
+    t0 = time.perf_counter()
+    train(model, cfg, stream, val, progress=False)  # the real loop: schedule, clipping, logging, one eval
+    return (steps + 1) * cfg.batch_size * spec.model["context_length"] / (time.perf_counter() - t0)
+
+
+def hf_tokens_per_s(steps, spec):
+    import transformers
+    m = spec.model
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=m["context_length"], n_embd=m["emb_dim"],
+                                     n_layer=m["n_layers"], n_head=m["n_heads"], resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    stream = random_stream(spec.train.batch_size, m["context_length"])(0)
+
+    def step():
+        x, y = next(stream)
+        loss = cross_entropy(model(x).logits, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps + 1):
+        step()
+    return (steps + 1) * spec.train.batch_size * m["context_length"] / (time.perf_counter() - t0)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+    import transformers
+    spec = PRESETS["tiny"]
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        ours.append(ours_tokens_per_s(args.steps, spec))
+        theirs.append(hf_tokens_per_s(args.steps, spec))
+    peak = measure_peak_flops("cpu", n=1024, seconds=3.0)
+    probe = build_model(spec.model, VOCAB)
+    m = spec.model
+    fpt = flops_per_token(matmul_params(probe), m["n_layers"], m["context_length"], m["emb_dim"])
+    o, t = statistics.median(ours), statistics.median(theirs)
+    lines = [
+        f"$ python benchmarks/bench_ch05_train.py --rounds {args.rounds} --steps {args.steps}",
+        f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}",
+        f"tiny preset shape: {m['n_layers']} layers, width {m['emb_dim']}, {m['n_heads']} heads, context "
+        f"{m['context_length']}, batch {spec.train.batch_size}, vocab {VOCAB}, float32 CPU",
+        f"ours (train() + GPTModel):          median {o:8,.0f} tokens/s  runs {[round(v) for v in ours]}",
+        f"HF GPT2LMHeadModel, plain loop:     median {t:8,.0f} tokens/s  runs {[round(v) for v in theirs]}",
+        f"ratio ours / HF: {o / t:.2f}  ({'target met: at least as fast' if o >= t else f'target missed by {1 - o / t:.0%}'})",
+        f"measured peak float32 matmul (1024x1024): {peak / 1e9:.1f} GFLOP/s",
+        f"tiny preset: {fpt / 1e6:.2f} MFLOP/token (6N + 12LTd, N = {matmul_params(probe):,} matmul weights) "
+        f"-> MFU {fpt * o / peak:.1%} at {o:,.0f} tokens/s",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
