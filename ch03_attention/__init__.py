@@ -6,6 +6,7 @@ from .attention import (
     MultiHeadAttentionWrapper,
     attention,
     attention_mask,
+    peak_memory_bytes,
     simple_attention,
     simple_attention_loop,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "MultiHeadAttentionWrapper",
     "attention",
     "attention_mask",
+    "peak_memory_bytes",
     "simple_attention",
     "simple_attention_loop",
 ]

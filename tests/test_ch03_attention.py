@@ -8,6 +8,7 @@ from ch03_attention.attention import (
     MultiHeadAttentionWrapper,
     attention,
     attention_mask,
+    peak_memory_bytes,
     simple_attention,
     simple_attention_loop,
 )
@@ -247,3 +248,19 @@ def test_input_longer_than_context_raises_with_the_numbers(cls):
 def test_bad_dropout_raises():
     with pytest.raises(ValueError, match="dropout"):
         MultiHeadAttention(D_IN, D_OUT, CONTEXT, HEADS, dropout=1.0)
+
+
+def test_peak_memory_bytes_sees_a_temporary_tensor():
+    def fn():
+        a = torch.ones(1024, 256)  # 1 MiB of float32, freed before the next one exists
+        del a
+        b = torch.ones(512, 256)  # 0.5 MiB
+        return b.sum()
+
+    peak = peak_memory_bytes(fn)
+    assert 2**20 <= peak < 2**20 + 2**16, peak
+    # The explicit path holds (T, T) score matrices; SDPA does not.
+    q, k, v = (torch.randn(1, 2, 512, 16, requires_grad=True) for _ in range(3))
+    explicit = peak_memory_bytes(lambda: attention(q, k, v, use_sdpa=False).sum().backward())
+    fused = peak_memory_bytes(lambda: attention(q, k, v, use_sdpa=True).sum().backward())
+    assert explicit >= 2 * 512 * 512 * 4 > fused, (explicit, fused)
