@@ -13,7 +13,7 @@ def simple_attention_loop(x: Tensor) -> Tensor:
     """Context vectors of x (seq_len, d) with dot-product scores and no trainable weights, one query at a time."""
     context = torch.empty_like(x)
     for i, query in enumerate(x):
-        scores = torch.empty(x.shape[0])
+        scores = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
         for j, key in enumerate(x):
             scores[j] = torch.dot(query, key)  # how similar token j is to token i
         weights = torch.softmax(scores, dim=0)  # non-negative, sum to 1
