@@ -262,6 +262,77 @@ def strip_producer_credits(text: str, max_paragraphs: int = 12) -> tuple[str, in
     return "\n\n".join(kept + tail), len(head) - len(kept)
 
 
+import json
+import urllib.parse
+from collections import Counter
+
+
+def _removed(doc: dict, stage: str, reason: str) -> dict:
+    return {"source": doc["source"], "stage": stage, "reason": reason}
+
+
+def _title(filename: str) -> str:
+    """A file name without .txt, with control characters (a few names hold a CR) as spaces."""
+    return " ".join(Path(filename).stem.split())
+
+
+def gather(input_dir: Path | str | None = None) -> list[dict]:
+    """The raw files to build from: the manifest's corpus, or every .txt under `input_dir`.
+
+    Each file is {"source": a stable relative name, "title", "path"}, sorted by source.
+    """
+    if input_dir is None:
+        files = []
+        for src, path in fetch_corpus():
+            # the source is the file's path in the Gutenberg_Text repository: "Author/Title.txt"
+            parts = urllib.parse.unquote(urllib.parse.urlparse(src.url).path).split("/")
+            files.append({"source": "/".join(parts[-2:]), "title": _title(parts[-1]), "path": path})
+    else:
+        root = Path(input_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"input folder {str(root)!r} does not exist or is not a folder; "
+                                    "pass --input a folder that holds .txt files")
+        files = [{"source": p.relative_to(root).as_posix(), "title": _title(p.name), "path": p}
+                 for p in root.rglob("*.txt") if p.is_file() or p.is_symlink()]
+    return sorted(files, key=lambda f: f["source"])
+
+
+def clean_text(raw: bytes) -> tuple[str, dict]:
+    """Bytes of a text file to clean text: decode, LF, NFC, strip boilerplate, blank lines.
+
+    Returns (text, log) where log records the encoding, the markers cut, the credits dropped.
+    """
+    text, encoding = decode_text(raw)
+    text = normalize_unicode(normalize_newlines(text))
+    text, start, end = strip_gutenberg(text)
+    text, credits = strip_producer_credits(text)
+    text = collapse_blank_lines(strip_illustration_tags(text))
+    return text, {"encoding": encoding, "start_marker": start, "end_marker": end, "credits": credits}
+
+
+def decode_stage(files: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """Read and clean every file; return (documents, removed, per-document logs)."""
+    docs, removed, logs = [], [], []
+    for f in tqdm(files, desc="decoding", unit="file", leave=False):
+        try:
+            raw = Path(f["path"]).read_bytes()
+        except OSError as e:
+            removed.append(_removed(f, "decode", f"unreadable: {e.strerror or e}"))
+            continue
+        why = "empty file" if not raw.strip() else binary_reason(raw)
+        if why:
+            removed.append(_removed(f, "decode", why))
+            continue
+        text, log = clean_text(raw)
+        if not text.strip():
+            removed.append(_removed(f, "decode", "no text left after removing boilerplate"))
+            continue
+        doc_id = hashlib.sha256(f["source"].encode("utf-8")).hexdigest()[:16]
+        docs.append({"id": doc_id, "source": f["source"], "title": f["title"], "text": text})
+        logs.append({"source": f["source"], "bytes": len(raw), **log})
+    return docs, removed, logs
+
+
 from dataclasses import asdict, field
 
 import numpy as np
@@ -411,6 +482,33 @@ def quality_reasons(text: str, config: QualityConfig = QualityConfig()) -> list[
                        f"< {c.min_terminal_punct_paragraph_fraction}")
     reasons += [f"blocklisted phrase: {p!r}" for p in c.blocklist if p in text.lower()]
     return reasons
+
+
+def quality_stage(docs: list[dict], config: QualityConfig) -> tuple[list[dict], list[dict]]:
+    """Keep the documents that pass every quality filter; the others keep all their reasons."""
+    kept, removed = [], []
+    for doc in tqdm(docs, desc="quality filters", unit="doc", leave=False):
+        reasons = quality_reasons(doc["text"], config)
+        if reasons:
+            removed.append(_removed(doc, "quality", "; ".join(reasons)))
+        else:
+            kept.append(doc)
+    return kept, removed
+
+
+def exact_dedup_stage(docs: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """Drop documents whose cleaned text is byte-identical to an earlier one (by source order)."""
+    first, kept, removed, clusters = {}, [], [], {}
+    for doc in docs:
+        digest = hashlib.sha256(doc["text"].encode("utf-8")).hexdigest()
+        if digest in first:
+            keeper = first[digest]
+            removed.append(_removed(doc, "exact_dedup", f"same text as {keeper['source']}"))
+            clusters.setdefault(keeper["source"], []).append(doc["source"])
+        else:
+            first[digest] = doc
+            kept.append(doc)
+    return kept, removed, [{"method": "exact", "kept": k, "removed": r} for k, r in clusters.items()]
 
 
 import hashlib
@@ -624,11 +722,6 @@ class UnionFind:
         return sorted((g for g in by_root.values() if len(g) > 1), key=lambda g: g[0])
 
 
-import json
-import urllib.parse
-from collections import Counter
-
-
 @dataclass(frozen=True)
 class CorpusConfig:
     """Everything `build_corpus` can be told: quality thresholds, dedup settings, the split."""
@@ -653,94 +746,6 @@ class CorpusConfig:
             raise ValueError(f"min_paragraph_chars must be >= 1, got {self.min_paragraph_chars}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-
-
-def _removed(doc: dict, stage: str, reason: str) -> dict:
-    return {"source": doc["source"], "stage": stage, "reason": reason}
-
-
-def gather(input_dir: Path | str | None = None) -> list[dict]:
-    """The raw files to build from: the manifest's corpus, or every .txt under `input_dir`.
-
-    Each file is {"source": a stable relative name, "title", "path"}, sorted by source.
-    """
-    if input_dir is None:
-        files = []
-        for src, path in fetch_corpus():
-            # the source is the file's path in the Gutenberg_Text repository: "Author/Title.txt"
-            parts = urllib.parse.unquote(urllib.parse.urlparse(src.url).path).split("/")
-            files.append({"source": "/".join(parts[-2:]), "title": Path(parts[-1]).stem, "path": path})
-    else:
-        root = Path(input_dir)
-        if not root.is_dir():
-            raise FileNotFoundError(f"input folder {str(root)!r} does not exist or is not a folder; "
-                                    "pass --input a folder that holds .txt files")
-        files = [{"source": p.relative_to(root).as_posix(), "title": p.stem, "path": p}
-                 for p in root.rglob("*.txt") if p.is_file() or p.is_symlink()]
-    return sorted(files, key=lambda f: f["source"])
-
-
-def clean_text(raw: bytes) -> tuple[str, dict]:
-    """Bytes of a text file to clean text: decode, LF, NFC, strip boilerplate, blank lines.
-
-    Returns (text, log) where log records the encoding, the markers cut, the credits dropped.
-    """
-    text, encoding = decode_text(raw)
-    text = normalize_unicode(normalize_newlines(text))
-    text, start, end = strip_gutenberg(text)
-    text, credits = strip_producer_credits(text)
-    text = collapse_blank_lines(strip_illustration_tags(text))
-    return text, {"encoding": encoding, "start_marker": start, "end_marker": end, "credits": credits}
-
-
-def decode_stage(files: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
-    """Read and clean every file; return (documents, removed, per-document logs)."""
-    docs, removed, logs = [], [], []
-    for f in tqdm(files, desc="decoding", unit="file", leave=False):
-        try:
-            raw = Path(f["path"]).read_bytes()
-        except OSError as e:
-            removed.append(_removed(f, "decode", f"unreadable: {e.strerror or e}"))
-            continue
-        why = "empty file" if not raw.strip() else binary_reason(raw)
-        if why:
-            removed.append(_removed(f, "decode", why))
-            continue
-        text, log = clean_text(raw)
-        if not text.strip():
-            removed.append(_removed(f, "decode", "no text left after removing boilerplate"))
-            continue
-        doc_id = hashlib.sha256(f["source"].encode("utf-8")).hexdigest()[:16]
-        docs.append({"id": doc_id, "source": f["source"], "title": f["title"], "text": text})
-        logs.append({"source": f["source"], "bytes": len(raw), **log})
-    return docs, removed, logs
-
-
-def quality_stage(docs: list[dict], config: QualityConfig) -> tuple[list[dict], list[dict]]:
-    """Keep the documents that pass every quality filter; the others keep all their reasons."""
-    kept, removed = [], []
-    for doc in tqdm(docs, desc="quality filters", unit="doc", leave=False):
-        reasons = quality_reasons(doc["text"], config)
-        if reasons:
-            removed.append(_removed(doc, "quality", "; ".join(reasons)))
-        else:
-            kept.append(doc)
-    return kept, removed
-
-
-def exact_dedup_stage(docs: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
-    """Drop documents whose cleaned text is byte-identical to an earlier one (by source order)."""
-    first, kept, removed, clusters = {}, [], [], {}
-    for doc in docs:
-        digest = hashlib.sha256(doc["text"].encode("utf-8")).hexdigest()
-        if digest in first:
-            keeper = first[digest]
-            removed.append(_removed(doc, "exact_dedup", f"same text as {keeper['source']}"))
-            clusters.setdefault(keeper["source"], []).append(doc["source"])
-        else:
-            first[digest] = doc
-            kept.append(doc)
-    return kept, removed, [{"method": "exact", "kept": k, "removed": r} for k, r in clusters.items()]
 
 
 def near_duplicate_clusters(shingle_sets: list[np.ndarray], config: CorpusConfig) -> dict:
@@ -794,7 +799,7 @@ def repeated_paragraph_stage(docs: list[dict], config: CorpusConfig) -> tuple[li
     book and is cut from the anthology. A document left with fewer than min_words is dropped.
     """
     seen = {}
-    kept, removed, examples, chars_removed, n_removed = [], [], [], 0, 0
+    kept, removed, examples, per_document, n_removed = [], [], {}, Counter(), 0
     for doc in sorted(docs, key=lambda d: (len(d["text"]), d["source"])):
         paragraphs = doc["text"].split("\n\n")
         keep_paragraphs = []
@@ -802,9 +807,9 @@ def repeated_paragraph_stage(docs: list[dict], config: CorpusConfig) -> tuple[li
             key = _paragraph_key(p)
             owner = seen.get(key)
             if len(key) >= config.min_paragraph_chars and owner is not None and owner != doc["source"]:
-                chars_removed, n_removed = chars_removed + len(p) + 2, n_removed + 1
-                if len(examples) < 3:
-                    examples.append({"paragraph": p, "removed_from": doc["source"], "kept_in": owner})
+                per_document[doc["source"]] += len(p) + 2  # the paragraph and its blank line
+                n_removed += 1
+                examples.setdefault(doc["source"], {"paragraph": p, "kept_in": owner})
                 continue
             seen.setdefault(key, doc["source"])
             keep_paragraphs.append(p)
@@ -817,8 +822,10 @@ def repeated_paragraph_stage(docs: list[dict], config: CorpusConfig) -> tuple[li
         else:
             kept.append({**doc, "text": text})
     kept.sort(key=lambda d: d["source"])
-    return kept, removed, {"paragraphs_removed": n_removed, "chars_removed": chars_removed,
-                           "examples": examples}
+    return kept, removed, {"paragraphs_removed": n_removed,
+                           "chars_removed": sum(per_document.values()),
+                           "chars_removed_per_document": dict(sorted(per_document.items())),
+                           "first_example_per_document": examples}
 
 
 def split_of(doc_id: str, val_fraction: float) -> str:
@@ -838,7 +845,7 @@ def split_documents(docs: list[dict], val_fraction: float) -> dict[str, list[dic
 import argparse
 import sys
 
-REPORT_VERSION = 1  # bump when the pipeline changes what it writes; load_documents rebuilds
+REPORT_VERSION = 2  # bump when the pipeline changes what it writes; load_documents rebuilds
 SPLITS = ("train", "val")
 
 
@@ -881,7 +888,7 @@ def run_pipeline(input_dir: Path | str | None = None, config: CorpusConfig | Non
         "end_markers": dict(sorted(Counter(str(log["end_marker"]) for log in logs).items())),
         "lsh": {"bands": lsh["bands"], "rows": lsh["rows"], "candidate_pairs": len(lsh["candidates"]),
                 "verified_pairs": len(lsh["verified"])},
-        "repeated_paragraphs": {k: paragraphs[k] for k in ("paragraphs_removed", "chars_removed")},
+        "repeated_paragraphs": {k: paragraphs[k] for k in ("paragraphs_removed", "chars_removed", "chars_removed_per_document")},
         "splits": {name: {"docs": len(d), "chars": sum(len(x["text"]) for x in d)}
                    for name, d in splits.items()},
     }
