@@ -12,7 +12,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import accumulate, chain, repeat
 from pathlib import Path
 from typing import AbstractSet, Literal
 
@@ -247,22 +247,26 @@ class BPETokenizer:
             if best == _NO_MERGE:
                 break
             i = ranks.index(best)
-            ids = merge(ids, (ids[i], ids[i + 1]), best)
+            if ranks.count(best) == 1:  # the usual case: the pair occurs once
+                ids[i:i + 2] = (best,)
+            else:
+                ids = merge(ids, (ids[i], ids[i + 1]), best)
         return tuple(ids)
 
-    def _encode_pieces(self, pieces: Iterable[str]) -> None:
+    def _encode_pieces(self, pieces: list[str]) -> None:
         # Fill the cache for pieces that each start at a chunk boundary: joined, they split into
-        # the same chunks as one by one, so one regex call serves them all.
-        cache, chunks = self._cache, iter(self._split.findall("".join(pieces)))
-        for piece in pieces:
-            ids, left = [], len(piece)
-            while left:
-                chunk = next(chunks)
-                left -= len(chunk)
-                if (chunk_ids := cache.get(chunk)) is None:
-                    chunk_ids = cache[chunk] = self._bpe(chunk)
-                ids += chunk_ids
-            cache[piece] = tuple(ids)
+        # the same chunks as one by one, so one regex call serves them all. The loops below run
+        # in C (map, accumulate, chain); only new chunks go through the Python BPE loop.
+        cache = self._cache
+        chunks = self._split.findall("".join(pieces))
+        for chunk in set(chunks).difference(cache):
+            cache[chunk] = self._bpe(chunk)
+        chunk_ids = list(map(cache.__getitem__, chunks))
+        # the chunks ending at character offset e are chunks[:chunk_end[e]]; piece j is chunks[first[j]:first[j + 1]]
+        chunk_end = dict(zip(accumulate(map(len, chunks), initial=0), range(len(chunks) + 1)))
+        first = list(map(chunk_end.__getitem__, accumulate(map(len, pieces), initial=0)))
+        per_piece = map(chunk_ids.__getitem__, map(slice, first, first[1:]))
+        cache.update(zip(pieces, map(tuple, map(chain.from_iterable, per_piece))))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text` treating special-token strings as ordinary text."""
@@ -275,6 +279,7 @@ class BPETokenizer:
         if missing:
             if len(cache) + 2 * len(missing) > _CACHE_LIMIT:
                 cache.clear()
+                missing = set(pieces)
             # Every piece but the text's first starts with a space and a non-space: a chunk boundary.
             self._encode_pieces([pieces[0]])
             self._encode_pieces(list(missing.difference(pieces[:1])))
@@ -325,16 +330,16 @@ class BPETokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def save(self, path: str | Path) -> None:
-        """Write the tokenizer as JSON (atomically): format, pattern, byte_ids, special_tokens, merges.
-
-        `merges` holds one `[left_id, right_id]` per line; merge r creates id 256 + r.
+        """Write the tokenizer as JSON (atomically), one field per line: format, version, pattern,
+        special_tokens, byte_ids, then `merges`, one `[left_id, right_id]` per line (merge r creates id 256 + r).
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         head = {"format": FORMAT, "version": FORMAT_VERSION, "pattern": self.pattern,
-                "byte_ids": self.byte_ids, "special_tokens": self._special}
-        body = ",\n".join(json.dumps(list(m)) for m in self.merges)
-        text = json.dumps(head, ensure_ascii=False)[:-1] + ',\n"merges": [\n' + body + "\n]}\n"
+                "special_tokens": self._special, "byte_ids": self.byte_ids}
+        lines = [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]
+        merges = ",\n".join(json.dumps(list(m)) for m in self.merges)
+        text = "{\n" + "\n".join(lines) + '\n"merges": [\n' + merges + "\n]}\n"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -200,3 +200,12 @@ def test_load_errors(small, tmp_path):
     bad_merge.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(TokenizerFileError, match="does not exist yet"):
         BPETokenizer.load(bad_merge)
+
+
+def test_encoding_cache_limit_keeps_ids_exact(enc, verdict, monkeypatch):
+    import ch02_tokenization.tokenizer as module
+    monkeypatch.setattr(module, "_CACHE_LIMIT", 50)  # forces the cache to be cleared on every call
+    tok = BPETokenizer.gpt2()
+    for start in range(0, 6000, 1000):
+        text = verdict[start:start + 1500]
+        assert tok.encode_ordinary(text) == enc.encode_ordinary(text)

@@ -1,0 +1,136 @@
+"""Chapter 2 speed: our BPE trainer vs Hugging Face `tokenizers`, our encoder vs tiktoken.
+
+    python benchmarks/bench_ch02_tokenizer.py
+
+Both comparisons run side by side in one process, each timing the best of a few repeats
+(the machine is shared, so single timings are noisy); the report is written to
+benchmarks/results/ch02_tokenizer.txt. Our code runs on one core; `tokenizers` may use all.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import tiktoken
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from ch01_data.data import load_documents
+from ch02_tokenization.tokenizer import ENDOFTEXT, BPETokenizer, count_chunks, train_merges, train_merges_plain
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "ch02_tokenizer.txt"
+SAMPLE_BYTES = 4_000_000
+VOCAB_SIZE = 4096
+PLAIN_MERGES = 100  # the plain trainer recounts every pair per merge: timed on a prefix of the merges
+REPEATS = 3
+
+
+def best_of(fn, repeats: int = REPEATS) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def training_sample() -> list[str]:
+    """The first 4 MB (UTF-8) of the training split, as blocks of whole lines (~4 KB each)."""
+    blocks, block, size, total = [], [], 0, 0
+    for doc in load_documents("train"):
+        for line in doc["text"].splitlines(keepends=True):
+            n = len(line.encode("utf-8"))
+            if total + n > SAMPLE_BYTES:
+                return blocks + ["".join(block)]
+            block.append(line)
+            size, total = size + n, total + n
+            if size >= 4096:
+                blocks.append("".join(block))
+                block, size = [], 0
+    return blocks + ["".join(block)]
+
+
+def train_hf(texts: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=[ENDOFTEXT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def main() -> int:
+    lines = [f"$ python benchmarks/bench_ch02_tokenizer.py",
+             f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs (shared); "
+             f"tokenizers {version('tokenizers')}, tiktoken {version('tiktoken')}, regex {version('regex')}",
+             f"best of {REPEATS} runs each", ""]
+    say = lambda s="": (lines.append(s), print(s, flush=True))
+    for line in lines[:3]:
+        print(line)
+
+    # Training: same 4 MB, same vocabulary size (256 bytes + merges + <|endoftext|>).
+    texts = training_sample()
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    t_ours, ours = best_of(lambda: BPETokenizer.train(texts, VOCAB_SIZE))
+    t_hf, hf = best_of(lambda: train_hf(texts))
+    assert ours.vocab_size == VOCAB_SIZE and hf.get_vocab_size() == VOCAB_SIZE
+    t_count, chunks = best_of(lambda: count_chunks(texts, special_tokens=[ENDOFTEXT]))
+    words = {tuple(c.encode("utf-8")): n for c, n in chunks.items()}
+    t_plain, plain = best_of(lambda: train_merges_plain(words, PLAIN_MERGES), repeats=1)
+    t_incr, incr = best_of(lambda: train_merges(words, PLAIN_MERGES))
+    assert plain == incr == ours.merges[:PLAIN_MERGES]
+    t_merges = t_ours - t_count
+    say(f"## Training, vocabulary {VOCAB_SIZE}, {n_bytes:,} bytes of the training split ({len(words):,} unique chunks)")
+    say(f"ours (BPETokenizer.train)         {t_ours:7.2f} s  (pre-tokenise + count {t_count:.2f} s, "
+        f"{len(ours.merges)} merges {t_merges:.2f} s)")
+    say(f"Hugging Face tokenizers BpeTrainer {t_hf:7.2f} s")
+    ratio = t_ours / t_hf
+    say(f"ours / HF = {ratio:.2f}x  (target: within 5x) -> {'MET' if ratio <= 5 else f'MISSED by {ratio / 5:.2f}x'}")
+    say(f"first {PLAIN_MERGES} merges, from the same chunk counts: plain recount {t_plain:.2f} s, "
+        f"incremental {t_incr:.3f} s: {t_plain / t_incr:.0f}x faster (identical merges)")
+    per_merge = t_plain / PLAIN_MERGES
+    say(f"plain trainer, all {len(ours.merges)} merges (extrapolated at {per_merge * 1000:.0f} ms/merge): "
+        f"~{per_merge * len(ours.merges):.0f} s, vs incremental {t_merges:.2f} s: "
+        f"~{per_merge * len(ours.merges) / t_merges:.0f}x")
+    say()
+
+    # Encoding: GPT-2 ids, every document of the validation split, one call per document.
+    docs = [d["text"] for d in load_documents("val")]
+    n_bytes = sum(len(t.encode("utf-8")) for t in docs)
+    enc = tiktoken.get_encoding("gpt2")
+    gpt2_files = BPETokenizer.gpt2()  # fetched once; each cold run below starts with an empty cache
+    fresh = lambda: BPETokenizer(gpt2_files.merges, gpt2_files.special_tokens, gpt2_files.byte_ids)
+    encode_all = lambda tok: [tok.encode_ordinary(t) for t in docs]
+    t_tt, ref = best_of(lambda: encode_all(enc))
+    cold_times = []
+    for _ in range(REPEATS):
+        tok = fresh()
+        t = time.perf_counter()
+        ids = encode_all(tok)
+        cold_times.append(time.perf_counter() - t)
+        assert ids == ref
+    t_cold = min(cold_times)
+    t_warm, ids = best_of(lambda: encode_all(tok))  # the same tokenizer again: every piece is cached
+    assert ids == ref
+    n_tokens = sum(map(len, ref))
+    say(f"## Encoding, GPT-2 ids, validation split: {len(docs)} documents, {n_bytes:,} bytes, {n_tokens:,} tokens")
+    say(f"tiktoken (Rust)                 {t_tt:6.2f} s  {n_bytes / t_tt / 1e6:6.2f} MB/s")
+    say(f"ours, fresh tokenizer (cold)    {t_cold:6.2f} s  {n_bytes / t_cold / 1e6:6.2f} MB/s  {t_cold / t_tt:.2f}x tiktoken")
+    say(f"ours, second pass (warm cache)  {t_warm:6.2f} s  {n_bytes / t_warm / 1e6:6.2f} MB/s  {t_warm / t_tt:.2f}x tiktoken")
+    say(f"cold / tiktoken = {t_cold / t_tt:.2f}x (target: within 2x) -> "
+        f"{'MET' if t_cold / t_tt <= 2 else f'MISSED by {t_cold / t_tt / 2:.2f}x'}; "
+        f"warm: {'MET' if t_warm / t_tt <= 2 else 'MISSED'}")
+    say("identical ids on every document")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
