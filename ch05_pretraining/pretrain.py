@@ -57,12 +57,13 @@ class BigramModel:
         self.prev_counts = np.zeros(vocab_size, dtype=np.int64)
 
     def fit(self, tokens: np.ndarray) -> "BigramModel":
-        """Count every adjacent pair of `tokens` (1-D ids); returns self."""
+        """Count every adjacent pair of `tokens`: one stream (n,) or independent rows (rows, n); returns self."""
         t = np.asarray(tokens, dtype=np.int64)
         if t.size and (t.min() < 0 or t.max() >= self.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.vocab_size}); got {t.min()}..{t.max()}")
-        self.pair_codes, self.pair_counts = np.unique(t[:-1] * self.vocab_size + t[1:], return_counts=True)
-        self.prev_counts = np.bincount(t[:-1], minlength=self.vocab_size)
+        prev, nxt = t[..., :-1].ravel(), t[..., 1:].ravel()  # no pair spans two rows
+        self.pair_codes, self.pair_counts = np.unique(prev * self.vocab_size + nxt, return_counts=True)
+        self.prev_counts = np.bincount(prev, minlength=self.vocab_size)
         return self
 
     def log_prob(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
@@ -218,6 +219,48 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = [{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
               {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.max_lr, betas=cfg.betas)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model shape (Chapter 4 GPTConfig fields, vocab_size from the tokenizer) and its training settings."""
+    model: dict
+    train: TrainConfig
+    about: str
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        model=dict(context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0, qkv_bias=False),
+        train=TrainConfig(batch_size=16, max_steps=300, warmup_steps=30, max_lr=3e-3, min_lr=3e-4,
+                          eval_interval=50, eval_batches=16, checkpoint_interval=100),
+        about="about 5 minutes on a 2-core laptop CPU"),
+    "small": Preset(
+        model=dict(context_length=512, emb_dim=512, n_heads=8, n_layers=8, drop_rate=0.0, qkv_bias=False),
+        train=TrainConfig(batch_size=32, grad_accum_steps=4, max_steps=5000, warmup_steps=200, max_lr=1e-3,
+                          min_lr=1e-4, eval_interval=250, eval_batches=40, checkpoint_interval=500),
+        about="about an hour on one GPU"),
+    "gpt2-124m": Preset(
+        model=dict(context_length=1024, emb_dim=768, n_heads=12, n_layers=12, drop_rate=0.0, qkv_bias=True),
+        train=TrainConfig(batch_size=16, grad_accum_steps=32, max_steps=19000, warmup_steps=700, max_lr=6e-4,
+                          min_lr=6e-5, eval_interval=500, eval_batches=50, checkpoint_interval=1000),
+        about="the GPT-2 small shape: a multi-GPU-hour run on a corpus far bigger than the book's"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; a clear error listing the valid names otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def build_model(model_kwargs: dict, vocab_size: int, seed: int = 123) -> nn.Module:
+    """A freshly initialised Chapter 4 GPTModel; seeding first makes the initial weights reproducible."""
+    from ch04_gpt_model.model import GPTConfig, GPTModel
+
+    torch.manual_seed(seed)
+    return GPTModel(GPTConfig(vocab_size=vocab_size, **model_kwargs))
 
 
 @torch.no_grad()
@@ -560,48 +603,6 @@ def training_flops(n_params: float, n_tokens: float) -> float:
 def compute_optimal_tokens(n_params: float, tokens_per_param: float = 20.0) -> float:
     """The Chinchilla rule of thumb: train on about 20 tokens per parameter."""
     return tokens_per_param * n_params
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named model shape (Chapter 4 GPTConfig fields, vocab_size from the tokenizer) and its training settings."""
-    model: dict
-    train: TrainConfig
-    about: str
-
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
-        model=dict(context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0, qkv_bias=False),
-        train=TrainConfig(batch_size=16, max_steps=300, warmup_steps=30, max_lr=3e-3, min_lr=3e-4,
-                          eval_interval=50, eval_batches=16, checkpoint_interval=100),
-        about="about 5 minutes on a 2-core laptop CPU"),
-    "small": Preset(
-        model=dict(context_length=512, emb_dim=512, n_heads=8, n_layers=8, drop_rate=0.0, qkv_bias=False),
-        train=TrainConfig(batch_size=32, grad_accum_steps=4, max_steps=5000, warmup_steps=200, max_lr=1e-3,
-                          min_lr=1e-4, eval_interval=250, eval_batches=40, checkpoint_interval=500),
-        about="about an hour on one GPU"),
-    "gpt2-124m": Preset(
-        model=dict(context_length=1024, emb_dim=768, n_heads=12, n_layers=12, drop_rate=0.0, qkv_bias=True),
-        train=TrainConfig(batch_size=16, grad_accum_steps=32, max_steps=19000, warmup_steps=700, max_lr=6e-4,
-                          min_lr=6e-5, eval_interval=500, eval_batches=50, checkpoint_interval=1000),
-        about="the GPT-2 small shape: a multi-GPU-hour run on a corpus far bigger than the book's"),
-}
-
-
-def get_preset(name: str) -> Preset:
-    """The preset called `name`; a clear error listing the valid names otherwise."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-def build_model(model_kwargs: dict, vocab_size: int, seed: int = 123) -> nn.Module:
-    """A freshly initialised Chapter 4 GPTModel; seeding first makes the initial weights reproducible."""
-    from ch04_gpt_model.model import GPTConfig, GPTModel
-
-    torch.manual_seed(seed)
-    return GPTModel(GPTConfig(vocab_size=vocab_size, **model_kwargs))
 
 
 def plot_losses(log: dict, path: Path | str | None = None, baseline: float | None = None):

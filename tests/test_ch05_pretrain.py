@@ -1,6 +1,6 @@
 """Chapter 5: losses, bigram baseline, schedule, optimizer groups, accumulation, sampling filters,
 checkpoints (exact resume, corruption), the Hugging Face GPT-2 round trip and the command line."""
-import json
+import itertools
 import math
 
 import numpy as np
@@ -12,7 +12,7 @@ from ch04_gpt_model.model import GPTConfig, GPTModel
 from ch05_pretraining.pretrain import (
     PRESETS, BigramModel, CheckpointError, TrainConfig, cross_entropy, decay_split, get_preset, load_checkpoint,
     load_gpt2_files, lr_at, main, make_optimizer, make_sampler, matmul_params, perplexity, read_checkpoint,
-    save_checkpoint, top_k_filter, top_p_filter, train,
+    save_checkpoint, top_k_filter, top_p_filter, train, train_batches, fixed_batches,
 )
 
 TINY = dict(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1, qkv_bias=False)
@@ -63,6 +63,19 @@ def test_bigram_hand_computed():
     assert smoothed.log_prob(np.array([0]), np.array([2]))[0] == pytest.approx(math.log(1 / 5))
     with pytest.raises(ValueError, match="token ids"):
         BigramModel(vocab_size=2).fit(np.array([0, 5]))
+    rows = BigramModel(vocab_size=2, alpha=0.0).fit(np.array([[0, 1], [1, 1]]))  # no pair (1, 1) across rows
+    assert rows.pair_counts.sum() == 2 and rows.loss(np.array([1, 1])) == pytest.approx(0.0)
+
+
+def test_batch_stream_starts_anywhere_across_epochs():
+    tokens = np.arange(200, dtype=np.uint16) % 50
+    full = [x for x, _ in itertools.islice(train_batches(tokens, 3, 8, seed=5), 20)]  # 8 batches per epoch
+    assert not torch.equal(full[0], full[8])  # the next epoch is shuffled differently
+    for start in (1, 8, 13):
+        x, y = next(train_batches(tokens, 3, 8, seed=5, start=start))
+        assert torch.equal(x, full[start]) and torch.equal(x[:, 1:], y[:, :-1])
+    val = fixed_batches(tokens, 3, 2, 8)
+    assert len(val) == 3 and all(torch.equal(a[0], b[0]) for a, b in zip(val, fixed_batches(tokens, 3, 2, 8)))
 
 
 # ---- 5.3 training loop -------------------------------------------------------------------------
