@@ -243,23 +243,32 @@ def strip_gutenberg(text: str) -> tuple[str, str | None, str | None]:
     return "\n".join(lines[begin + 1 : end]), start_variant, end_variant
 
 
-# Producer credits ("Produced by ...", "E-text prepared by ...") open the body; they are
-# about the digitisation, not the book. Only the first paragraphs are examined.
+# Producer credits ("Produced by ...", "E-text prepared by ...") and transcribers' notes about
+# the e-text sit among the first and last paragraphs of the body; they are about the
+# digitisation, not the book. Only those paragraphs are examined, so the story is never touched.
 _CREDIT = re.compile(
     r"^\s*(\[?Produced by|This (e-?text|e-?book|file) was (produced|prepared|made)"
     r"|E-?text prepared by|Etext prepared by|Prepared by|Transcribed (from|by)"
-    r"|Note: Project Gutenberg also has|\[?Project Gutenberg is a TradeMark"
-    r"|.*Distributed Proofreading)",
+    r"|\[?Transcriber'?s Note|.*Distributed Proofreading)",
     re.IGNORECASE,
 )
+_ABOUT_THE_ETEXT = re.compile(r"\bProject Gutenberg\b|\bGutenberg #|\be-?texts?\b", re.IGNORECASE)
+
+
+def _is_credit(paragraph: str) -> bool:
+    return bool(_CREDIT.match(paragraph) or _ABOUT_THE_ETEXT.search(paragraph))
 
 
 def strip_producer_credits(text: str, max_paragraphs: int = 12) -> tuple[str, int]:
-    """Drop credit paragraphs among the first `max_paragraphs`; return (text, how many)."""
+    """Drop credit and e-text paragraphs among the first and last `max_paragraphs`.
+
+    Returns (text, number of paragraphs dropped).
+    """
     paragraphs = re.split(r"\n\s*\n", text.strip("\n"))
-    head, tail = paragraphs[:max_paragraphs], paragraphs[max_paragraphs:]
-    kept = [p for p in head if not _CREDIT.match(p)]
-    return "\n\n".join(kept + tail), len(head) - len(kept)
+    n = len(paragraphs)
+    edge = set(range(min(max_paragraphs, n))) | set(range(max(0, n - max_paragraphs), n))
+    kept = [p for i, p in enumerate(paragraphs) if not (i in edge and _is_credit(p))]
+    return "\n\n".join(kept), n - len(kept)
 
 
 import json
@@ -845,7 +854,7 @@ def split_documents(docs: list[dict], val_fraction: float) -> dict[str, list[dic
 import argparse
 import sys
 
-REPORT_VERSION = 2  # bump when the pipeline changes what it writes; load_documents rebuilds
+REPORT_VERSION = 3  # bump when the pipeline changes what it writes; load_documents rebuilds
 SPLITS = ("train", "val")
 
 
@@ -901,6 +910,9 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -83,8 +83,13 @@ def test_strip_gutenberg_wrapped_title_and_no_markers():
 
 
 def test_producer_credits():
-    text = "Produced by Jane Doe and the Online\nDistributed Proofreading Team\n\nPETER PAN\n\nE-text prepared by X\n\nChapter 1"
-    assert strip_producer_credits(text) == ("PETER PAN\n\nChapter 1", 2)
+    text = ("Produced by Jane Doe and the Online\nDistributed Proofreading Team\n\nPETER PAN\n\n"
+            "E-text prepared by X\n\n[Transcriber's Note: the pictures are in the html version.]\n\n"
+            "Chapter 1\n\nHe said it was a pretext.\n\n--this e-text is public domain.")
+    assert strip_producer_credits(text) == ("PETER PAN\n\nChapter 1\n\nHe said it was a pretext.", 4)
+    body = "\n\n".join(["Paragraph about Project Gutenberg in the middle."] + [f"Para {i}." for i in range(30)])
+    middle = "\n\n".join([f"Para {i}." for i in range(15)] + ["A Project Gutenberg aside."] + [f"Para {i}." for i in range(15)])
+    assert strip_producer_credits(body)[1] == 1 and strip_producer_credits(middle) == (middle, 0)
 
 
 # ---------------------------------------------------------------- quality filters
