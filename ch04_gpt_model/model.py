@@ -268,7 +268,7 @@ class GPTModel(nn.Module):
             # same positions as the prompt alone.
             pos = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)[:, -t:]  # (batch, seq)
         else:
-            pos = torch.arange(past, past + t, device=idx.device).expand(b, t)  # (batch, seq)
+            pos = torch.arange(past, past + t, device=idx.device)  # (seq,): the same for every row, broadcast
         x = self.tok_emb(idx)  # (batch, seq, emb_dim)
         if self.cfg.pos_emb == "learned":
             x = x + self.pos_emb(pos)
@@ -277,7 +277,8 @@ class GPTModel(nn.Module):
         x = self.drop_emb(x)
         rope = None
         if self.cfg.pos_emb == "rope":
-            rope = (self.rope_cos[pos].unsqueeze(1), self.rope_sin[pos].unsqueeze(1))  # (batch, 1, seq, head_dim)
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (seq, head_dim) or (batch, seq, head_dim)
+            rope = (cos, sin) if pos.dim() == 1 else (cos.unsqueeze(1), sin.unsqueeze(1))  # broadcast over heads
         for block in self.blocks:
             x = block(x, attention_mask, rope, cache)
         if cache is not None:
