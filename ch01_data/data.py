@@ -89,6 +89,7 @@ def fetch(url: str, sha256: str, *, cache_dir: Path | None = None,
                     _download(url, dest, timeout)
                     source = f"download of {url}"
             _verify(Path(tmp), sha256, source)
+            os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache is for everyone's reading
             os.replace(tmp, target)
             return target
         except OSError as e:  # network trouble: wait, then retry

@@ -24,6 +24,7 @@ def test_good_mirror_file_is_copied_into_the_cache(tmp_path, mirror):
     assert path == tmp_path / "cache" / SHA / "stormy night.txt"
     assert path.read_bytes() == PAYLOAD
     assert [p.name for p in path.parent.iterdir()] == ["stormy night.txt"]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o644  # not the private mode of the temporary file
 
 
 def test_cached_copy_is_used_without_the_mirror(tmp_path, mirror, monkeypatch):
