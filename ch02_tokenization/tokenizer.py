@@ -167,6 +167,8 @@ class BPETokenizer:
         if sorted(byte_ids) != list(range(256)):
             raise ValueError("byte_ids must be a permutation of 0..255 (the id of each byte value)")
         self.byte_ids = byte_ids
+        # byte_ids is a permutation of 0..255, so bytes.translate maps a chunk's bytes to their ids in C.
+        self._byte_table = bytes(byte_ids)
         self.merges = [(int(a), int(b)) for a, b in merges]
         self.pattern = pattern
         self._split = regex.compile(pattern)
@@ -234,39 +236,48 @@ class BPETokenizer:
 
     def _bpe(self, chunk: str) -> tuple[int, ...]:
         # One chunk to ids. As in tiktoken, a chunk that is itself a token is that token; otherwise
-        # apply merges, always the lowest-ranked (earliest learned) pair first. A merge's rank is the
-        # id it creates, so `min` over the ranks of adjacent pairs finds the next merge.
+        # apply merges, always the lowest-ranked (earliest learned) pair first, the leftmost one on a
+        # tie. A merge's rank is the id it creates, so `min` over the ranks of adjacent pairs finds
+        # the next merge.
         data = chunk.encode("utf-8")
         if (whole := self._token_ids.get(data)) is not None:
             return (whole,)
-        byte_ids, rank_of = self.byte_ids, self._ranks.get
-        ids = [byte_ids[b] for b in data]
-        while len(ids) > 1:
-            ranks = list(map(rank_of, zip(ids, ids[1:]), repeat(_NO_MERGE)))
+        ids = list(data.translate(self._byte_table))
+        rank_of = self._ranks.get
+        ranks = list(map(rank_of, zip(ids, ids[1:]), repeat(_NO_MERGE)))  # ranks[i]: pair (ids[i], ids[i+1])
+        while ranks:
             best = min(ranks)
             if best == _NO_MERGE:
                 break
             i = ranks.index(best)
-            if ranks.count(best) == 1:  # the usual case: the pair occurs once
-                ids[i:i + 2] = (best,)
-            else:
-                ids = merge(ids, (ids[i], ids[i + 1]), best)
+            ids[i:i + 2] = (best,)
+            # Only the two pairs that touch the new token change: update their ranks (two dict
+            # lookups) instead of looking up every pair of the chunk again after each merge.
+            del ranks[i]
+            if i > 0:
+                ranks[i - 1] = rank_of((ids[i - 1], best), _NO_MERGE)
+            if i < len(ranks):
+                ranks[i] = rank_of((best, ids[i + 1]), _NO_MERGE)
         return tuple(ids)
 
     def _encode_pieces(self, pieces: list[str]) -> None:
         # Fill the cache for pieces that each start at a chunk boundary: joined, they split into
-        # the same chunks as one by one, so one regex call serves them all. The loops below run
-        # in C (map, accumulate, chain); only new chunks go through the Python BPE loop.
+        # the same chunks as one by one, so one regex call serves them all, and only chunks never
+        # seen before go through the Python BPE loop.
         cache = self._cache
         chunks = self._split.findall("".join(pieces))
         for chunk in set(chunks).difference(cache):
             cache[chunk] = self._bpe(chunk)
         chunk_ids = list(map(cache.__getitem__, chunks))
-        # the chunks ending at character offset e are chunks[:chunk_end[e]]; piece j is chunks[first[j]:first[j + 1]]
-        chunk_end = dict(zip(accumulate(map(len, chunks), initial=0), range(len(chunks) + 1)))
-        first = list(map(chunk_end.__getitem__, accumulate(map(len, pieces), initial=0)))
-        per_piece = map(chunk_ids.__getitem__, map(slice, first, first[1:]))
-        cache.update(zip(pieces, map(tuple, map(chain.from_iterable, per_piece))))
+        flat = list(chain.from_iterable(chunk_ids))  # the ids of all the pieces, one after the other
+        # Piece j ends where one of its chunks ends. Running totals of the chunks' lengths (in
+        # characters and in ids) and one searchsorted turn each piece's end in characters into its
+        # end in `flat`, with no Python loop over the pieces.
+        chunk_chars = np.fromiter(accumulate(map(len, chunks), initial=0), np.int64, len(chunks) + 1)
+        chunk_n_ids = np.fromiter(accumulate(map(len, chunk_ids), initial=0), np.int64, len(chunks) + 1)
+        piece_chars = np.fromiter(accumulate(map(len, pieces), initial=0), np.int64, len(pieces) + 1)
+        ends = chunk_n_ids[np.searchsorted(chunk_chars, piece_chars)].tolist()
+        cache.update(zip(pieces, map(tuple, map(flat.__getitem__, map(slice, ends, ends[1:])))))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text` treating special-token strings as ordinary text."""
