@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ch01_data.data import fetch
 from ch02_tokenization.tokenizer import (
-    ENDOFTEXT, BPETokenizer, TokenizerConfig, TokenizerFileError, count_chunks, count_pairs, merge,
+    _GPT2_SPLIT_ASCII, ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, TokenizerConfig, TokenizerFileError, count_chunks, count_pairs, merge,
     train_merges, train_merges_plain,
 )
 
@@ -129,6 +129,35 @@ _spacey = st.text(alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\u00a0\u2003\u30
 def test_tiktoken_on_whitespace_heavy_text(gpt2, enc, text):
     # Whitespace decides where GPT-2's regex cuts; the encoder's fast path relies on that rule.
     assert gpt2.encode_ordinary(text) == enc.encode_ordinary(text)
+
+
+_ascii_text = st.text(alphabet=st.characters(max_codepoint=127), max_size=60) | st.text(
+    alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\x1c\x1f'sdmtlvrea1Z_.!-")), max_size=40)
+
+
+def test_ascii_split_pattern_has_gpt2s_character_classes():
+    # The fast `re` spelling of GPT-2's pattern is only valid if, on ASCII, its classes are regex's.
+    import re
+    import regex
+    for unicode_class, ascii_class in ((r"\s", r"\s"), (r"\p{L}", "[A-Za-z]"), (r"\p{N}", "[0-9]")):
+        for ch in map(chr, range(128)):
+            assert bool(regex.fullmatch(unicode_class, ch)) == bool(re.fullmatch(ascii_class, ch, re.ASCII)), (unicode_class, ch)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ascii_text)
+def test_ascii_split_pattern_finds_gpt2s_chunks(text):
+    import regex
+    assert _GPT2_SPLIT_ASCII.findall(text) == regex.findall(GPT2_SPLIT_PATTERN, text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_ascii_text | st.text(max_size=20), max_size=8))
+def test_fresh_tokenizer_mixing_ascii_and_unicode_pieces(gpt2, enc, parts):
+    # A fresh tokenizer (empty cache) sends ASCII and non-ASCII pieces down different paths.
+    text = " ".join(parts)
+    fresh = BPETokenizer(gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
+    assert fresh.encode_ordinary(text) == enc.encode_ordinary(text)
 
 
 def test_decode_handles_split_multibyte_characters(small):
