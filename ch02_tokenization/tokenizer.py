@@ -282,7 +282,7 @@ class BPETokenizer:
         for chunk in set(chunks).difference(cache):
             cache[chunk] = self._bpe(chunk)
         chunk_ids = list(map(cache.__getitem__, chunks))
-        flat = list(chain.from_iterable(chunk_ids))  # the ids of all the pieces, one after the other
+        flat = tuple(chain.from_iterable(chunk_ids))  # the ids of all the pieces, one after the other
         # Piece j ends where one of its chunks ends. Running totals of the chunks' lengths (in
         # characters and in ids) and one searchsorted turn each piece's end in characters into its
         # end in `flat`, with no Python loop over the pieces.
@@ -290,7 +290,7 @@ class BPETokenizer:
         chunk_n_ids = np.fromiter(accumulate(map(len, chunk_ids), initial=0), np.int64, len(chunks) + 1)
         piece_chars = np.fromiter(accumulate(map(len, pieces), initial=0), np.int64, len(pieces) + 1)
         ends = chunk_n_ids[np.searchsorted(chunk_chars, piece_chars)].tolist()
-        cache.update(zip(pieces, map(tuple, map(flat.__getitem__, map(slice, ends, ends[1:])))))
+        cache.update(zip(pieces, map(flat.__getitem__, map(slice, ends, ends[1:]))))  # a tuple's slice is a tuple
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text` treating special-token strings as ordinary text."""
