@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import hashlib
 import heapq
 import json
 import math
@@ -456,12 +457,17 @@ class TokenizerConfig:
 def load_book_tokenizer(config: TokenizerConfig = TokenizerConfig()) -> BPETokenizer:
     """The book's tokenizer, trained on Chapter 1's training split; trained once, then loaded from disk.
 
-    Training is deterministic, so a rebuilt file is identical; nothing is printed either way.
+    The file name carries a digest of the training texts, so a corpus that Chapter 1 builds
+    differently (after an update of its cleaning) gets a tokenizer of its own instead of a
+    stale one. Training is deterministic, so a rebuilt file is identical; nothing is printed
+    either way.
     """
-    path = data_home() / "tokenizer" / f"bpe-{config.vocab_size}.json"
+    from ch01_data.data import load_documents  # the cleaned corpus, built on first use
+
+    texts = [doc["text"] for doc in load_documents("train")]
+    digest = hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()[:12]
+    path = data_home() / "tokenizer" / f"bpe-{config.vocab_size}-{digest}.json"
     if not path.exists():
-        from ch01_data.data import load_documents  # the cleaned corpus, built on first use
-        texts = [doc["text"] for doc in load_documents("train")]
         BPETokenizer.train(texts, config.vocab_size, config.special_tokens, progress=True).save(path)
     return BPETokenizer.load(path)
 
