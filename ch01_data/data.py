@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text progress bars on stderr, in a terminal and in Jupyter alike
 
 
 class ChecksumError(ValueError):

@@ -21,7 +21,7 @@ import numpy as np
 import regex
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text progress bars on stderr, in a terminal and in Jupyter alike
 
 from ch01_data.data import data_home, fetch
 
