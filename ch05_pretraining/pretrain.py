@@ -97,11 +97,18 @@ def build_token_files(tokenizer=None, out_dir: Path | None = None) -> dict[str, 
     out_dir = Path(out_dir or data_home() / "ch05_pretraining" / "tokens")
     paths = {}
     for split in ("train", "val"):
-        path = out_dir / f"{split}_v{tokenizer.vocab_size}.bin"
+        path = out_dir / f"{split}-{tokenizer_fingerprint(tokenizer)}.bin"
         if not path.exists():
             write_token_file(encode_documents(tokenizer, (d["text"] for d in load_documents(split))), path)
         paths[split] = path
     return paths
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """12 hex digits of sha256 over what decides a tokenizer's ids: a retrained tokenizer gets new token files and checkpoints."""
+    state = [tokenizer.merges, list(getattr(tokenizer, "byte_ids", [])), sorted(tokenizer.special_tokens.items()),
+             getattr(tokenizer, "pattern", "")]
+    return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:12]
 
 
 def train_batches(tokens, batch_size: int, context_length: int, *, stride: int | None = None,
@@ -232,8 +239,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         model=dict(context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0, qkv_bias=False),
-        train=TrainConfig(batch_size=16, max_steps=300, warmup_steps=30, max_lr=3e-3, min_lr=3e-4,
-                          eval_interval=50, eval_batches=16, checkpoint_interval=100),
+        train=TrainConfig(batch_size=16, max_steps=1200, warmup_steps=40, max_lr=3e-3, min_lr=3e-4,
+                          eval_interval=100, eval_batches=16, checkpoint_interval=200),
         about="about 5 minutes on a 2-core laptop CPU"),
     "small": Preset(
         model=dict(context_length=512, emb_dim=512, n_heads=8, n_layers=8, drop_rate=0.0, qkv_bias=False),
@@ -638,12 +645,14 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
     train_tokens, val_tokens = load_token_file(files["train"]), load_token_file(files["val"])
     T = spec.model["context_length"]
     model = build_model(spec.model, tokenizer.vocab_size, cfg.seed)
-    meta = {"preset": preset, "model_config": {"vocab_size": tokenizer.vocab_size, **spec.model}}
+    meta = {"preset": preset, "model_config": {"vocab_size": tokenizer.vocab_size, **spec.model},
+            "tokenizer": tokenizer_fingerprint(tokenizer)}
     if resume and checkpoint_exists(out_dir):
         saved = read_checkpoint(out_dir)[1]
-        if saved.get("train_config") != json.loads(json.dumps(dataclasses.asdict(cfg))) or saved.get("model_config") != meta["model_config"]:
-            raise CheckpointError(f"the checkpoint in {out_dir} was written with other settings than preset "
-                                  f"{preset!r} (and --max-steps) now give; resume with the same options or use a new --out")
+        if (saved.get("train_config") != json.loads(json.dumps(dataclasses.asdict(cfg)))
+                or saved.get("model_config") != meta["model_config"] or saved.get("tokenizer") != meta["tokenizer"]):
+            raise CheckpointError(f"the checkpoint in {out_dir} was written with other settings (or another tokenizer) "
+                                  f"than preset {preset!r} and --max-steps now give; resume with the same options or use a new --out")
     log = train(model, cfg,
                 lambda start: train_batches(train_tokens, cfg.batch_size, T, seed=cfg.seed, start=start),
                 fixed_batches(val_tokens, cfg.eval_batches, cfg.batch_size, T),
@@ -654,9 +663,9 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
     return model, log
 
 
-def tiny_checkpoint_dir() -> Path:
-    """Where load_pretrained_tiny keeps the tiny preset's checkpoint."""
-    return data_home() / "ch05_pretraining" / "tiny"
+def tiny_checkpoint_dir(tokenizer) -> Path:
+    """Where load_pretrained_tiny keeps the tiny preset's checkpoint for this tokenizer."""
+    return data_home() / "ch05_pretraining" / f"tiny-{tokenizer_fingerprint(tokenizer)}"
 
 
 def load_pretrained_tiny(device: str = "cpu") -> tuple[nn.Module, object]:
@@ -666,12 +675,12 @@ def load_pretrained_tiny(device: str = "cpu") -> tuple[nn.Module, object]:
     """
     from ch02_tokenization.tokenizer import load_book_tokenizer
 
-    out_dir = tiny_checkpoint_dir()
+    tokenizer = load_book_tokenizer()
+    out_dir = tiny_checkpoint_dir(tokenizer)
     spec = PRESETS["tiny"]
     finished = checkpoint_exists(out_dir) and read_checkpoint(out_dir)[1].get("step") == spec.train.max_steps
     if not finished:
         pretrain("tiny", out_dir, resume=True, device="cpu")
-    tokenizer = load_book_tokenizer()
     model = build_model(spec.model, tokenizer.vocab_size)
     meta = load_checkpoint(out_dir, model, restore_rng=False)
     n_params = sum(p.numel() for p in model.parameters())
