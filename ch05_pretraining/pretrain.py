@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars on stderr, in a terminal and in Jupyter alike
 
 from ch01_data.data import data_home, fetch
 
