@@ -532,7 +532,9 @@ class SlidingWindowDataset(Dataset):
         if not -self.n_windows <= i < self.n_windows:
             raise IndexError(f"window {i} out of range for {self.n_windows} windows")
         start = (i % self.n_windows) * self.stride
-        chunk = torch.as_tensor(np.asarray(self.tokens[start:start + self.context_length + 1]), dtype=torch.long)
+        window = self.tokens[start:start + self.context_length + 1]
+        # astype copies a memory-mapped window into ordinary (writable) memory, as int64 for embedding lookups
+        chunk = window.long() if isinstance(window, torch.Tensor) else torch.from_numpy(np.asarray(window).astype(np.int64))
         return chunk[:-1], chunk[1:]
 
 

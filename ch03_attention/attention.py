@@ -250,10 +250,21 @@ def peak_memory_bytes(fn) -> int:
     the running sum of those events in time order is what fn() holds, and its maximum is the peak.
     Unlike the process RSS it counts only tensors, ignores the allocator's caching, and repeats exactly.
     """
+    import os
+
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+    # Kineto, the profiler's C++ side, writes two log lines per session straight to file descriptor 2,
+    # which no Python setting silences; point that descriptor at /dev/null while the profiler runs.
+    saved_stderr = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                fn()
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
     # kineto_results is the profiler's raw event list; the public summaries aggregate away the time order.
     events = sorted(
         (e.start_ns(), e.nbytes())
