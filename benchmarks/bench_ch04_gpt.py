@@ -115,8 +115,10 @@ if __name__ == "__main__":
                 bench_kv_cache(lines, 256, 4, 4), bench_kv_cache(lines, 384, 6, 6)]
     text = "\n".join(lines) + "\n"
     print(text, end="")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
+    # One file per thread setting: the default (1 thread) and, e.g., --threads 0 (all cores) side by side.
+    results = RESULTS if args.threads == 1 else RESULTS.with_name(f"ch04_gpt_threads{torch.get_num_threads()}.txt")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = results.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
-    tmp.replace(RESULTS)
+    tmp.replace(results)
     sys.exit(0 if ratio >= 1.0 and min(speedups) >= 5 else 1)

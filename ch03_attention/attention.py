@@ -131,7 +131,7 @@ def attention_mask(
     if kv_len < q_len:
         raise ValueError(f"kv_len ({kv_len}) must be >= q_len ({q_len}): the queries are the last q_len of the kv_len positions")
     mask = None
-    if causal:
+    if causal and q_len > 1:  # a single query (the newest token, as in cached generation) sees every key
         mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=device).tril(diagonal=kv_len - q_len)
     if key_padding_mask is not None:
         if key_padding_mask.dtype != torch.bool or key_padding_mask.dim() != 2 or key_padding_mask.shape[1] != kv_len:

@@ -156,12 +156,15 @@ def test_kv_cache_queries_sit_at_the_end():
     for use_sdpa in (False, True):
         tail = attention(q[:, :, -3:], k, v, use_sdpa=use_sdpa)
         torch.testing.assert_close(tail, full[:, :, -3:])
+        newest = attention(q[:, :, -1:], k, v, causal=True, use_sdpa=use_sdpa)  # one query, no mask built
+        torch.testing.assert_close(newest, full[:, :, -1:])
 
 
 def test_attention_mask_shapes_and_offsets():
     m = attention_mask(2, 4, causal=True)
     assert m.tolist() == [[True, True, True, False], [True, True, True, True]]
     assert attention_mask(3, 3, causal=False) is None
+    assert attention_mask(1, 5, causal=True) is None  # the newest token sees every key: nothing to mask
     pad = torch.tensor([[False, True, True]])
     assert attention_mask(3, 3, key_padding_mask=pad).shape == (1, 1, 3, 3)
     with pytest.raises(ValueError, match="kv_len"):
