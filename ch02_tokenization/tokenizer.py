@@ -157,6 +157,13 @@ _cut_before_spaced_words = re.compile(r"(?= [^\s])").split  # re's \s includes e
 # `regex`. On ASCII, \p{L} is [A-Za-z], \p{N} is [0-9] and Unicode whitespace is re.ASCII's \s, so the
 # two patterns find the same chunks (a test compares them).
 _GPT2_SPLIT_ASCII = re.compile(r"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""", re.ASCII)
+# New pieces are chunked in one regex call, joined with " " + _SEP between them. _SEP is the last code point,
+# a Unicode noncharacter: it is not in ordinary text (a text that has it takes a slower path) and is never a
+# token id (the cache stores ids as characters, see `encode_ordinary`). Tried first, " " + _SEP is a chunk of
+# its own, and to the piece before it, it looks like the space + non-space that follows each piece in the text.
+_SEP = "\U0010ffff"
+_GPT2_SPLIT_ASCII_SEP = re.compile(" " + _SEP + "|" + _GPT2_SPLIT_ASCII.pattern, re.ASCII)
+_GPT2_SPLIT_SEP = regex.compile(" " + _SEP + "|" + GPT2_SPLIT_PATTERN)
 
 
 class BPETokenizer:
@@ -187,6 +194,26 @@ class BPETokenizer:
             vocab.append(vocab[a] + vocab[b])
         self._ranks = {pair: 256 + r for r, pair in enumerate(self.merges)}  # pair -> the id it creates
         self._token_ids = {token: i for i, token in enumerate(vocab)}  # bytes -> id, ordinary tokens
+        # The same two tables for the batched encoder (`_bpe_batch`). Tokens that are whole characters, by
+        # their text, so a chunk is looked up without encoding it; and the merges as sorted keys a * n + b,
+        # so numpy finds the ranks of many pairs with one searchsorted (directly, for pairs of two bytes).
+        self._token_of_text = {}
+        for i, token in enumerate(vocab):
+            try:
+                self._token_of_text[token.decode("utf-8")] = i
+            except UnicodeDecodeError:
+                pass  # part of a character: never a whole chunk
+        pairs = np.array(list(self._ranks), np.int64).reshape(-1, 2)  # (n_merges, 2)
+        ranks = np.array(list(self._ranks.values()), np.int64)        # (n_merges,)
+        self._n_ids = len(vocab)
+        keys = pairs[:, 0] * self._n_ids + pairs[:, 1]
+        order = np.argsort(keys)
+        self._merge_keys, self._merge_ranks = keys[order], ranks[order]
+        self._byte_pair_ranks = np.full(256 * 256, _NO_MERGE, np.int64)
+        of_bytes = (pairs < 256).all(axis=1)
+        self._byte_pair_ranks[pairs[of_bytes, 0] * 256 + pairs[of_bytes, 1]] = ranks[of_bytes]
+        if self._n_ids + len(special_tokens or {}) > ord(_SEP):
+            raise ValueError(f"at most {ord(_SEP)} ids are supported (ids are stored as characters)")
 
         special_tokens = dict(special_tokens or {})
         expected = list(range(len(vocab), len(vocab) + len(special_tokens)))
@@ -197,7 +224,9 @@ class BPETokenizer:
         for s, i in sorted(special_tokens.items(), key=lambda kv: kv[1]):
             vocab.append(s.encode("utf-8"))
         self._vocab = vocab
-        self._cache: dict[str, tuple[int, ...]] = {}
+        # Encoded pieces and chunks: text -> its ids as a string, one character per id (chr(id)); see encode_ordinary.
+        self._cache: dict[str, str] = {}
+        self._chunk_cache: dict[str, str] = {" " + _SEP: _SEP}
         self._special_re = {}  # compiled regex per set of special tokens
 
     @property
@@ -265,51 +294,100 @@ class BPETokenizer:
                 ranks[i] = rank_of((best, ids[i + 1]), _NO_MERGE)
         return tuple(ids)
 
-    def _encode_pieces(self, pieces: list[str]) -> None:
-        # Fill the cache for pieces that each start at a chunk boundary. Most English pieces are
-        # ASCII (str.isascii() is O(1)); with GPT-2's pattern those go to the faster `re` spelling.
-        if self.pattern == GPT2_SPLIT_PATTERN:
-            self._cache_pieces([p for p in pieces if p.isascii()], _GPT2_SPLIT_ASCII.findall)
-            pieces = [p for p in pieces if not p.isascii()]
-        self._cache_pieces(pieces, self._split.findall)
+    def _bpe_batch(self, chunks: list[str]) -> list[str]:
+        # `_bpe` for many chunks at once, with numpy; each chunk's ids come back as a string (chr(id) per id).
+        # Each round merges, in every chunk, *all* occurrences of its lowest-ranked pair, left to right.
+        # That is what `_bpe` does one merge at a time: merge r creates id 256 + r, larger than both ids it
+        # joins, so every pair it forms ranks after r, and the next lowest pair is the same pair further right.
+        wholes = list(map(self._token_of_text.get, chunks))  # a chunk that is itself a token is that token
+        out = ["" if whole is None else chr(whole) for whole in wholes]
+        todo = [j for j, whole in enumerate(wholes) if whole is None and chunks[j]]  # the rest: merge bytes
+        if not todo:
+            return out
+        data = [chunks[j].encode("utf-8") for j in todo]
+        lengths = np.fromiter(map(len, data), np.int64, len(data))
+        ids = np.frombuffer(b"".join(data).translate(self._byte_table), np.uint8).astype(np.int64)  # (n,)
+        owner = np.repeat(np.arange(len(data)), lengths)  # (n,) the chunk each position belongs to
+        rank = np.append(self._byte_pair_ranks[ids[:-1] * 256 + ids[1:]], _NO_MERGE)  # rank[i]: pair (ids[i], ids[i+1])
+        rank[np.cumsum(lengths) - 1] = _NO_MERGE  # a chunk's last id starts no pair
+        done_owner, done_ids = [], []
+        while ids.size:
+            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+            lowest = np.repeat(np.minimum.reduceat(rank, starts), np.diff(np.r_[starts, ids.size]))  # (n,) per chunk
+            finished = lowest == _NO_MERGE  # chunks with nothing left to merge leave the batch
+            done_owner.append(owner[finished])
+            done_ids.append(ids[finished])
+            at = np.flatnonzero((rank == lowest) & ~finished)  # each chunk's lowest pair, wherever it occurs
+            # Overlapping occurrences (pair (x, x) in "x x x"): in each run of adjacent ones, every other one.
+            run_start = np.r_[True, np.diff(at) != 1]
+            first = np.maximum.accumulate(np.where(run_start, np.arange(at.size), 0))
+            at = at[(np.arange(at.size) - first) % 2 == 0]
+            ids[at] = rank[at]  # the new token's id is the merge's rank
+            keep = ~finished
+            keep[at + 1] = False  # the right half of each merged pair goes
+            touched = np.zeros(ids.size, bool)  # pairs that start at or just before a new token
+            touched[at] = True
+            touched[at[at > 0] - 1] = True
+            ids, owner, rank, touched = ids[keep], owner[keep], rank[keep], touched[keep]
+            # Only the touched pairs changed: look up their new ranks (searchsorted in the sorted merge keys).
+            i = np.flatnonzero(touched)
+            nxt = np.minimum(i + 1, ids.size - 1)
+            key = ids[i] * self._n_ids + ids[nxt]
+            found = np.searchsorted(self._merge_keys, key).clip(max=len(self._merge_keys) - 1)
+            is_merge = (self._merge_keys[found] == key) & (i + 1 < ids.size) & (owner[nxt] == owner[i])
+            rank[i] = np.where(is_merge, self._merge_ranks[found], _NO_MERGE)
+        # Back in chunk order (a stable sort keeps each chunk's ids in order), as one string cut per chunk.
+        owner, ids = np.concatenate(done_owner), np.concatenate(done_ids)
+        order = np.argsort(owner, kind="stable")
+        text = ids[order].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+        ends = np.cumsum(np.bincount(owner, minlength=len(data))).tolist()
+        for j, a, b in zip(todo, [0] + ends, ends):
+            out[j] = text[a:b]
+        return out
 
-    def _cache_pieces(self, pieces: list[str], findall) -> None:
-        # Joined, the pieces split into the same chunks as one by one, so one regex call serves
-        # them all, and only chunks never seen before go through the Python BPE loop.
+    def _encode_new_pieces(self, pieces: list[str], findall) -> None:
+        # Fill the cache for pieces met for the first time, in a few calls that each run in C: one regex call
+        # chunks them all (joined with " " + _SEP, so each separator is a chunk of its own), only chunks never
+        # seen before go through BPE, one join writes every piece's ids with a _SEP after each, one split
+        # cuts them apart.
         if not pieces:
             return
-        cache = self._cache
-        chunks = findall("".join(pieces))
-        for chunk in set(chunks).difference(cache):
-            cache[chunk] = self._bpe(chunk)
-        chunk_ids = list(map(cache.__getitem__, chunks))
-        flat = tuple(chain.from_iterable(chunk_ids))  # the ids of all the pieces, one after the other
-        # Piece j ends where one of its chunks ends. Running totals of the chunks' lengths (in
-        # characters and in ids) and one searchsorted turn each piece's end in characters into its
-        # end in `flat`, with no Python loop over the pieces.
-        chunk_chars = np.fromiter(accumulate(map(len, chunks), initial=0), np.int64, len(chunks) + 1)
-        chunk_n_ids = np.fromiter(accumulate(map(len, chunk_ids), initial=0), np.int64, len(chunks) + 1)
-        piece_chars = np.fromiter(accumulate(map(len, pieces), initial=0), np.int64, len(pieces) + 1)
-        ends = chunk_n_ids[np.searchsorted(chunk_chars, piece_chars)].tolist()
-        cache.update(zip(pieces, map(flat.__getitem__, map(slice, ends, ends[1:]))))  # a tuple's slice is a tuple
+        joined = (" " + _SEP).join(pieces)
+        if joined.count(_SEP) >= len(pieces):  # a piece holds _SEP itself: chunk the pieces one by one
+            for piece in pieces:
+                self._cache[piece] = "".join(self._bpe_batch(self._split.findall(piece)))
+            return
+        chunk_cache = self._chunk_cache
+        chunks = findall(joined)
+        new = list(set(chunks).difference(chunk_cache))
+        chunk_cache.update(zip(new, self._bpe_batch(new)))
+        self._cache.update(zip(pieces, "".join(map(chunk_cache.__getitem__, chunks)).split(_SEP)))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text` treating special-token strings as ordinary text."""
         # GPT-2's regex never lets a chunk run across a space that is followed by a non-space, so
         # (for that pattern) cutting the text just before such spaces with a much simpler regex
         # gives word-like pieces (" word," " the") whose ids can be cached and reused.
-        pieces = _cut_before_spaced_words(text) if self.pattern == GPT2_SPLIT_PATTERN else self._split.findall(text)
+        gpt2 = self.pattern == GPT2_SPLIT_PATTERN
+        pieces = _cut_before_spaced_words(text) if gpt2 else self._split.findall(text)
         cache = self._cache
         missing = set(pieces).difference(cache)
         if missing:
-            if len(cache) + 2 * len(missing) > _CACHE_LIMIT:
+            if len(cache) + len(self._chunk_cache) + 2 * len(missing) > _CACHE_LIMIT:
                 cache.clear()
+                self._chunk_cache = {" " + _SEP: _SEP}
                 missing = set(pieces)
-            # Every piece but the text's first starts with a space and a non-space: a chunk boundary.
-            self._encode_pieces([pieces[0]])
-            self._encode_pieces(list(missing.difference(pieces[:1])))
-        # Most pieces are cache hits; looking them up and flattening runs at C speed.
-        return list(chain.from_iterable(map(cache.__getitem__, pieces)))
+            if gpt2:  # most English pieces are ASCII (str.isascii() is O(1)): those go to the faster `re` spelling
+                ascii_pieces = [p for p in missing if p.isascii()]
+                self._encode_new_pieces(ascii_pieces, _GPT2_SPLIT_ASCII_SEP.findall)
+                self._encode_new_pieces(list(missing.difference(ascii_pieces)), _GPT2_SPLIT_SEP.findall)
+            else:  # any other pattern: the pieces are the chunks
+                missing = list(missing)
+                cache.update(zip(missing, self._bpe_batch(missing)))
+        # Most pieces are cache hits. Their ids are characters, so one join gathers the text's ids and
+        # numpy reads them back as integers (UTF-32 is one 4-byte integer per character), all in C.
+        ids = "".join(map(cache.__getitem__, pieces)).encode("utf-32-le", "surrogatepass")
+        return np.frombuffer(ids, "<u4").tolist()
 
     def _special_regex(self, tokens: frozenset[str]):
         if tokens not in self._special_re:
