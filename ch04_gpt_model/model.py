@@ -182,7 +182,9 @@ class TransformerBlock(nn.Module):
         self.attn = GPTAttention(cfg, layer_idx)
         self.norm2 = make_norm(cfg)
         self.ff = SwiGLU(cfg) if cfg.mlp == "swiglu" else FeedForward(cfg)
-        self.drop = nn.Dropout(cfg.drop_rate)
+        # With drop_rate 0 (inference, and much modern pretraining) dropout is the identity: skip the call,
+        # which is a noticeable share of a cached generation step (section 4.9).
+        self.drop = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
 
     def forward(
         self,
@@ -211,7 +213,7 @@ class GPTModel(nn.Module):
             cos, sin = rope_angles(cfg.head_dim, cfg.context_length, cfg.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.drop_emb = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()  # as in TransformerBlock
         self.blocks = nn.ModuleList(TransformerBlock(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = make_norm(cfg)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
@@ -291,7 +293,6 @@ def greedy(logits: Tensor) -> Tensor:
     return logits.argmax(dim=-1)
 
 
-@torch.no_grad()
 def generate(
     model: GPTModel,
     idx: Tensor,
@@ -327,30 +328,36 @@ def generate(
     was_training = model.training
     model.eval()  # no dropout while generating
     try:
-        cache = model.make_cache(b, t + max_new_tokens) if use_cache else None
-        out = idx
-        finished = torch.zeros(b, dtype=torch.bool, device=idx.device)
-        logits = model(idx, mask, cache)[:, -1]  # (batch, vocab_size)
-        for step in range(max_new_tokens):
-            nxt = pick(logits)
-            if tuple(nxt.shape) != (b,):
-                raise ValueError(f"next_token must return ids of shape ({b},), got {tuple(nxt.shape)}")
-            nxt = nxt.to(idx.dtype)
-            if eos_id is not None:
-                nxt = nxt.masked_fill(finished, eos_id)  # finished rows only repeat eos
-                finished |= nxt == eos_id
-            out = torch.cat([out, nxt[:, None]], dim=1)  # (batch, seq + step + 1)
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
-            if step == max_new_tokens - 1 or (eos_id is not None and finished.all()):
-                break
-            if use_cache:  # only the new token goes through the model; the prefix is in the cache
-                logits = model(nxt[:, None], mask, cache)[:, -1]
-            else:  # recompute the whole sequence
-                logits = model(out, mask)[:, -1]
+        # inference_mode is no_grad without autograd's bookkeeping on the tensors it creates (version
+        # counters, view tracking): a cached step of a small model is mostly such per-operation overhead.
+        with torch.inference_mode():
+            cache = model.make_cache(b, t + max_new_tokens) if use_cache else None
+            out = idx
+            finished = torch.zeros(b, dtype=torch.bool, device=idx.device)
+            logits = model(idx, mask, cache)[:, -1]  # (batch, vocab_size)
+            for step in range(max_new_tokens):
+                nxt = pick(logits)
+                if tuple(nxt.shape) != (b,):
+                    raise ValueError(f"next_token must return ids of shape ({b},), got {tuple(nxt.shape)}")
+                nxt = nxt.to(idx.dtype)
+                if eos_id is not None:
+                    nxt = nxt.masked_fill(finished, eos_id)  # finished rows only repeat eos
+                    finished |= nxt == eos_id
+                out = torch.cat([out, nxt[:, None]], dim=1)  # (batch, seq + step + 1)
+                if mask is not None:
+                    mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+                if step == max_new_tokens - 1 or (eos_id is not None and finished.all()):
+                    break
+                if use_cache:  # only the new token goes through the model; the prefix is in the cache
+                    logits = model(nxt[:, None], mask, cache)[:, -1]
+                else:  # recompute the whole sequence
+                    logits = model(out, mask)[:, -1]
     finally:
         model.train(was_training)
-    return out
+    # An inference-mode tensor cannot be saved for backward; a copy made outside that mode can, so
+    # generated ids can be trained on (Chapters 6 and 7 do).
+    with torch.no_grad():
+        return out.clone()
 
 
 def sinusoidal_positions(context_length: int, dim: int) -> Tensor:
@@ -412,6 +419,7 @@ class KVCache:
         shape = (cfg.n_layers, batch_size, cfg.kv_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per-layer views, made once
         self.max_len = max_len
         self.length = 0  # tokens stored; GPTModel.forward advances it after all layers have written
 
@@ -420,9 +428,10 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} tokens, {end} needed: make it with a larger max_len")
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        k_all, v_all = self.layers[layer]  # (batch, kv_heads, max_len, head_dim)
+        k_all[:, :, self.length:end] = k
+        v_all[:, :, self.length:end] = v
+        return k_all[:, :, :end], v_all[:, :, :end]
 
 
 class CheckpointMismatchError(ValueError):

@@ -352,3 +352,14 @@ def test_dropout_is_active_in_training_and_loss_backpropagates():
     loss = F.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_generated_ids_can_be_trained_on():
+    # generate runs under inference_mode; its result must still be an ordinary tensor, or a
+    # training step on generated text (SFT, DPO) fails with "Inference tensors cannot be saved for backward".
+    model = model_for("gpt2").train()
+    out = generate(model, torch.randint(0, 97, (2, 3)), 4)
+    assert not out.is_inference()
+    loss = F.cross_entropy(model(out[:, :-1]).flatten(0, 1), out[:, 1:].flatten())
+    loss.backward()
+    assert model.tok_emb.weight.grad is not None
