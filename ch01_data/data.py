@@ -544,15 +544,16 @@ def shingle_hashes(text: str, k: int = 5, cache: dict | None = None) -> np.ndarr
     if not words:
         return np.zeros(0, dtype=np.uint64)
     words += [""] * (k - len(words))  # a text shorter than k words is one shingle
-    vocab = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
-    table = np.fromiter((cache[w] if w in cache else cache.setdefault(w, _hash32(w)) for w in vocab),
-                        np.uint64, len(vocab))
-    word_hashes = table[ids]  # each distinct word hashed once
-    h = np.zeros(len(words) - k + 1, dtype=np.uint64)
+    for w in set(words).difference(cache):  # each distinct word hashed once
+        cache[w] = _hash32(w)
+    word_hashes = np.fromiter(map(cache.__getitem__, words), np.uint64, len(words))
+    n = len(words) - k + 1
+    h = np.zeros(n, dtype=np.uint64)
     for j in range(k):  # h = (...((w0 * M + w1) * M + w2)...), wrapping modulo 2^64
-        h = h * np.uint64(0x9E3779B97F4A7C15) + word_hashes[j : len(words) - k + 1 + j]
-    return np.unique(h >> np.uint64(32))  # the top 32 bits are the best mixed
+        h = h * np.uint64(0x9E3779B97F4A7C15) + word_hashes[j : n + j]
+    h = np.sort((h >> np.uint64(32)).astype(np.uint32))  # the top 32 bits are the best mixed
+    # sorted, the duplicates sit side by side (np.unique does the same, but several times slower)
+    return h[np.r_[True, h[1:] != h[:-1]]].astype(np.uint64)
 
 
 class MinHasher:
@@ -579,32 +580,41 @@ class MinHasher:
         y 2^31 = y_hi 2^61 + y_lo 2^31 = y_hi + y_lo 2^31 (mod p), because 2^61 = 1 (mod p).
         So z = a_lo x + b + y_hi + y_lo 2^31 < 2^64 never overflows, and one fold of z's bits
         above 61 onto the low bits, plus one conditional subtraction, gives z mod p.
-        The work is done in blocks of `chunk` shingles with preallocated buffers, so the
-        (chunk, num_perm) arrays stay in the CPU cache and numpy allocates nothing per step.
+        The work is done in blocks of `chunk` shingles with preallocated (num_perm, chunk)
+        buffers: each permutation's constants broadcast along a contiguous row, the minimum
+        runs along it, and numpy allocates nothing per step.
         """
         p, s30, s31, s61 = np.uint64(MERSENNE_61), np.uint64(30), np.uint64(31), np.uint64(61)
         m30 = np.uint64((1 << 30) - 1)
+        a_lo, a_hi, b = self._a_lo[:, None], self._a_hi[:, None], self.b[:, None]  # (num_perm, 1)
         x_all = np.asarray(shingles, dtype=np.uint64)
         sig = np.full(self.num_perm, MERSENNE_61, dtype=np.uint64)  # the empty set's signature
-        rows = max(1, min(chunk, len(x_all)))
-        z, t, u = (np.empty((rows, self.num_perm), dtype=np.uint64) for _ in range(3))
-        for i in range(0, len(x_all), chunk):
-            x = x_all[i : i + chunk, None]                       # (n, 1)
-            zz, tt, uu = z[: len(x)], t[: len(x)], u[: len(x)]   # (n, num_perm) each
-            np.multiply(x, self._a_lo, out=zz)                   # a_lo x < 2^62
-            zz += self.b                                         # < 2^62 + 2^61
-            np.multiply(x, self._a_hi, out=tt)                   # y = a_hi x < 2^62
-            np.right_shift(tt, s30, out=uu)
-            zz += uu                                             # + y_hi
-            tt &= m30
-            tt <<= s31
-            zz += tt                                             # + y_lo 2^31: z < 2^64
-            np.right_shift(zz, s61, out=tt)
-            zz &= p
-            zz += tt                                             # fold: z < p + 8
-            np.subtract(zz, p, out=tt)                           # wraps to a huge value if z < p
-            np.minimum(zz, tt, out=zz)                           # z mod p
-            np.minimum(sig, zz.min(axis=0), out=sig)
+        cols = max(1, min(chunk, len(x_all)))
+        z, t, u = (np.empty((self.num_perm, cols), dtype=np.uint64) for _ in range(3))
+        with np.errstate():
+            # numpy runs a broadcasting ufunc through an internal buffer (8192 elements) when a
+            # row is shorter than that buffer; a buffer no longer than a row (numpy wants a
+            # multiple of 16) avoids those copies and makes this loop about 1.4x faster.
+            # Leaving errstate restores the default.
+            np.setbufsize(max(16, cols - cols % 16))
+            for i in range(0, len(x_all), chunk):
+                x = x_all[None, i : i + chunk]                        # (1, n)
+                n = x.shape[1]
+                zz, tt, uu = z[:, :n], t[:, :n], u[:, :n]             # (num_perm, n) each
+                np.multiply(a_lo, x, out=zz)                          # a_lo x < 2^62
+                zz += b                                               # < 2^62 + 2^61
+                np.multiply(a_hi, x, out=tt)                          # y = a_hi x < 2^62
+                np.right_shift(tt, s30, out=uu)
+                zz += uu                                              # + y_hi
+                tt &= m30
+                tt <<= s31
+                zz += tt                                              # + y_lo 2^31: z < 2^64
+                np.right_shift(zz, s61, out=tt)
+                zz &= p
+                zz += tt                                              # fold: z < p + 8
+                np.subtract(zz, p, out=tt)                            # wraps to a huge value if z < p
+                np.minimum(zz, tt, out=zz)                            # z mod p
+                np.minimum(sig, zz.min(axis=1), out=sig)
         return sig
 
     def signatures(self, shingle_sets: list[np.ndarray]) -> np.ndarray:

@@ -142,6 +142,36 @@ def test_signature_is_exact_universal_hashing():
     assert mh.signature(x, chunk=2).tolist() == expected  # the blocks do not change the result
 
 
+
+def test_signature_matches_python_ints_across_blocks():
+    """Exact against arbitrary-precision ints, on a set spanning several blocks and a short last one."""
+    mh = MinHasher(24, seed=5)
+    x = np.unique(np.random.default_rng(5).integers(0, 2**32, size=2500, dtype=np.uint64))
+    x = np.concatenate([x, np.array([0, 2**32 - 1], dtype=np.uint64)])
+    p = (1 << 61) - 1
+    expected = [min((a * v + b) % p for v in x.tolist()) for a, b in zip(mh.a.tolist(), mh.b.tolist())]
+    for chunk in (1024, 1000, 7, 5000):
+        assert mh.signature(x, chunk=chunk).tolist() == expected
+    assert np.getbufsize() == 8192  # the signature's numpy buffer setting does not leak out
+
+
+def test_shingle_hashes_match_a_python_reference():
+    """Word hashes (blake2b, 32 bits) combined in Python ints modulo 2^64, top 32 bits, as a set."""
+    import hashlib
+    import re
+
+    text = "It was the best of times, it was the worst of times; it was the AGE of wisdom, Ünïcode wörd 42."
+    words = re.findall(r"\w+", text.lower())
+    wh = [int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "little") for w in words]
+    expected = set()
+    for i in range(len(words) - 4):
+        h = 0
+        for w in wh[i : i + 5]:
+            h = (h * 0x9E3779B97F4A7C15 + w) % 2**64
+        expected.add(h >> 32)
+    got = shingle_hashes(text)
+    assert got.dtype == np.uint64 and got.tolist() == sorted(expected)
+
 def _sets_with_jaccard(rng, size, j):
     """Two sets of 32-bit values with |A & B| / |A | B| = j exactly."""
     shared = round(2 * size * j / (1 + j))
