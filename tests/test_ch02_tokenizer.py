@@ -238,3 +238,20 @@ def test_encoding_cache_limit_keeps_ids_exact(enc, verdict, monkeypatch):
     for start in range(0, 6000, 1000):
         text = verdict[start:start + 1500]
         assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
+
+
+def test_batched_bpe_equals_the_plain_loop(gpt2, small, verdict):
+    # The fast encoder merges many chunks at once with numpy; `_bpe`, one chunk at a time, is the reference.
+    chunks = list(count_chunks([verdict, *HARD_CASES, "aaaaaaa bbbbbbbbbb ---------- ...... 1111111111"]))
+    for tok in (gpt2, small):
+        fresh = BPETokenizer(tok.merges, tok.special_tokens, tok.byte_ids)
+        assert fresh._bpe_batch(chunks) == ["".join(map(chr, fresh._bpe(c))) for c in chunks]
+        assert fresh._bpe_batch([]) == [] and fresh._bpe_batch([""]) == [""]
+
+
+def test_text_holding_the_internal_separator_still_matches_tiktoken(gpt2, enc):
+    # New pieces are joined with " \U0010ffff" internally; a text that contains that character takes another path.
+    text = "a \U0010ffff b\U0010ffff, c \U0010ffffd and more words"
+    fresh = BPETokenizer(gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
+    assert fresh.encode_ordinary(text) == enc.encode_ordinary(text)
+    assert fresh.encode_ordinary("x " + text) == enc.encode_ordinary("x " + text)
