@@ -591,18 +591,17 @@ class MinHasher:
         sig = np.full(self.num_perm, MERSENNE_61, dtype=np.uint64)  # the empty set's signature
         cols = max(1, min(chunk, len(x_all)))
         z, t, u = (np.empty((self.num_perm, cols), dtype=np.uint64) for _ in range(3))
-        with np.errstate():
-            # numpy runs a broadcasting ufunc through an internal buffer (8192 elements) when a
-            # row is shorter than that buffer; a buffer no longer than a row (numpy wants a
-            # multiple of 16) avoids those copies and makes this loop about 1.4x faster.
-            # Leaving errstate restores the default.
-            np.setbufsize(max(16, cols - cols % 16))
+        # numpy runs a broadcasting ufunc through an internal buffer (8192 elements) when a row
+        # is shorter than that buffer; a buffer no longer than a row (numpy wants a multiple of
+        # 16) avoids those copies and makes this loop about 1.4x faster. Restored on the way out.
+        old_bufsize = np.setbufsize(max(16, cols - cols % 16))
+        try:
             for i in range(0, len(x_all), chunk):
                 x = x_all[None, i : i + chunk]                        # (1, n)
                 n = x.shape[1]
                 zz, tt, uu = z[:, :n], t[:, :n], u[:, :n]             # (num_perm, n) each
-                np.multiply(a_lo, x, out=zz)                          # a_lo x < 2^62
-                zz += b                                               # < 2^62 + 2^61
+                np.multiply(a_lo, x, out=zz)                          # a_lo x < 2^63
+                zz += b                                               # < 2^63 + 2^61
                 np.multiply(a_hi, x, out=tt)                          # y = a_hi x < 2^62
                 np.right_shift(tt, s30, out=uu)
                 zz += uu                                              # + y_hi
@@ -615,6 +614,8 @@ class MinHasher:
                 np.subtract(zz, p, out=tt)                            # wraps to a huge value if z < p
                 np.minimum(zz, tt, out=zz)                            # z mod p
                 np.minimum(sig, zz.min(axis=1), out=sig)
+        finally:
+            np.setbufsize(old_bufsize)
         return sig
 
     def signatures(self, shingle_sets: list[np.ndarray]) -> np.ndarray:
