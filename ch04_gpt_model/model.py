@@ -246,9 +246,11 @@ class GPTModel(nn.Module):
                 f"{past + idx.shape[1]} tokens exceed context_length={self.cfg.context_length}: "
                 f"keep only the last {self.cfg.context_length} tokens, or use a config with a longer context"
             )
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.cfg.vocab_size):
-            bad = idx[(idx < 0) | (idx >= self.cfg.vocab_size)][0].item()
-            raise ValueError(f"token id {bad} is outside [0, vocab_size={self.cfg.vocab_size}): was it made by another tokenizer?")
+        if idx.numel():
+            lowest, highest = (int(i) for i in torch.aminmax(idx))  # one pass over the ids
+            if lowest < 0 or highest >= self.cfg.vocab_size:
+                bad = lowest if lowest < 0 else highest
+                raise ValueError(f"token id {bad} is outside [0, vocab_size={self.cfg.vocab_size}): was it made by another tokenizer?")
         if attention_mask is not None and tuple(attention_mask.shape) != (idx.shape[0], past + idx.shape[1]):
             raise ValueError(
                 f"attention_mask must have shape (batch, cached + new tokens) = {(idx.shape[0], past + idx.shape[1])}, "
@@ -270,17 +272,19 @@ class GPTModel(nn.Module):
             # same positions as the prompt alone.
             pos = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)[:, -t:]  # (batch, seq)
         else:
-            pos = torch.arange(past, past + t, device=idx.device)  # (seq,): the same for every row, broadcast
+            pos = slice(past, past + t)  # positions past .. past + t - 1, the same for every row
         x = self.tok_emb(idx)  # (batch, seq, emb_dim)
+        # Rows of the position tables: (seq, dim) for a slice, broadcast over the batch, or (batch, seq, dim).
+        # pos_emb.weight[pos] is the lookup pos_emb(pos) does, but a slice needs no index tensor.
         if self.cfg.pos_emb == "learned":
-            x = x + self.pos_emb(pos)
+            x = x + self.pos_emb.weight[pos]
         elif self.cfg.pos_emb == "sinusoidal":
             x = x + self.pos_table[pos]
         x = self.drop_emb(x)
         rope = None
         if self.cfg.pos_emb == "rope":
             cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (seq, head_dim) or (batch, seq, head_dim)
-            rope = (cos, sin) if pos.dim() == 1 else (cos.unsqueeze(1), sin.unsqueeze(1))  # broadcast over heads
+            rope = (cos, sin) if isinstance(pos, slice) else (cos.unsqueeze(1), sin.unsqueeze(1))  # broadcast over heads
         for block in self.blocks:
             x = block(x, attention_mask, rope, cache)
         if cache is not None:
