@@ -152,7 +152,12 @@ FORMAT = "llm-from-scratch-bpe"
 FORMAT_VERSION = 1
 _CACHE_LIMIT = 1_000_000  # entries in the encoding cache; cleared when full so memory stays bounded
 _NO_MERGE = 1 << 62  # rank of a pair that is not a merge
-_cut_before_spaced_words = re.compile(r"(?= [^\s])").split  # re's \s includes every char regex's \s does
+_BATCH_MIN_CHUNKS = 16  # `_bpe_batch` hands fewer chunks than this to the plain merge loop
+# GPT-2's regex never lets a chunk run across a space followed by a non-space, so the text can be cut at such
+# spaces into word-like pieces. Cutting *at* the space (dropping it) rather than before it lets `re` jump from
+# space to space instead of trying a lookahead at every position: after the first, each piece stands for
+# " " + piece. (re's \s includes every char regex's \s does.)
+_cut_at_spaced_words = re.compile(r" (?=[^\s])").split
 # GPT-2's pattern for ASCII-only text, spelled for the `re` module, which runs it about twice as fast as
 # `regex`. On ASCII, \p{L} is [A-Za-z], \p{N} is [0-9] and Unicode whitespace is re.ASCII's \s, so the
 # two patterns find the same chunks (a test compares them).
@@ -276,7 +281,10 @@ class BPETokenizer:
         data = chunk.encode("utf-8")
         if (whole := self._token_ids.get(data)) is not None:
             return (whole,)
-        ids = list(data.translate(self._byte_table))
+        return tuple(self._merge(list(data.translate(self._byte_table))))
+
+    def _merge(self, ids: list[int]) -> list[int]:
+        # Apply merges to `ids` (in place), lowest rank first, leftmost on a tie, until none applies.
         rank_of = self._ranks.get
         ranks = list(map(rank_of, zip(ids, ids[1:]), repeat(_NO_MERGE)))  # ranks[i]: pair (ids[i], ids[i+1])
         while ranks:
@@ -292,7 +300,7 @@ class BPETokenizer:
                 ranks[i - 1] = rank_of((ids[i - 1], best), _NO_MERGE)
             if i < len(ranks):
                 ranks[i] = rank_of((best, ids[i + 1]), _NO_MERGE)
-        return tuple(ids)
+        return ids
 
     def _bpe_batch(self, chunks: list[str]) -> list[str]:
         # `_bpe` for many chunks at once, with numpy; each chunk's ids come back as a string (chr(id) per id).
@@ -312,14 +320,23 @@ class BPETokenizer:
         rank[np.cumsum(lengths) - 1] = _NO_MERGE  # a chunk's last id starts no pair
         done_owner, done_ids = [], []
         while ids.size:
-            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-            lowest = np.repeat(np.minimum.reduceat(rank, starts), np.diff(np.r_[starts, ids.size]))  # (n,) per chunk
+            starts = np.flatnonzero(owner[1:] != owner[:-1]) + 1  # where each chunk still in the batch begins
+            if starts.size + 1 < _BATCH_MIN_CHUNKS:
+                # A few (long) chunks are left: numpy's per-call overhead would cost more per round than
+                # finishing them one by one with `_merge`, which continues from the merges done so far.
+                for o, chunk_ids in zip(owner[np.append(0, starts)].tolist(), np.split(ids, starts)):
+                    merged = self._merge(chunk_ids.tolist())
+                    done_owner.append(np.full(len(merged), o))
+                    done_ids.append(np.array(merged, np.int64))
+                break
+            lowest = np.repeat(np.minimum.reduceat(rank, np.append(0, starts)),
+                               np.diff(starts, prepend=0, append=ids.size))  # (n,) per chunk
             finished = lowest == _NO_MERGE  # chunks with nothing left to merge leave the batch
             done_owner.append(owner[finished])
             done_ids.append(ids[finished])
             at = np.flatnonzero((rank == lowest) & ~finished)  # each chunk's lowest pair, wherever it occurs
             # Overlapping occurrences (pair (x, x) in "x x x"): in each run of adjacent ones, every other one.
-            run_start = np.r_[True, np.diff(at) != 1]
+            run_start = np.diff(at, prepend=-2) != 1
             first = np.maximum.accumulate(np.where(run_start, np.arange(at.size), 0))
             at = at[(np.arange(at.size) - first) % 2 == 0]
             ids[at] = rank[at]  # the new token's id is the merge's rank
@@ -345,49 +362,63 @@ class BPETokenizer:
             out[j] = text[a:b]
         return out
 
+    def _encode_chunks(self, chunks: list[str]) -> str:
+        # The ids of a list of chunks, as one string; chunks never seen before go through BPE together.
+        chunk_cache = self._chunk_cache
+        new = list(set(chunks).difference(chunk_cache))
+        if new:
+            chunk_cache.update(zip(new, self._bpe_batch(new)))
+        return "".join(map(chunk_cache.__getitem__, chunks))
+
     def _encode_new_pieces(self, pieces: list[str], findall) -> None:
-        # Fill the cache for pieces met for the first time, in a few calls that each run in C: one regex call
-        # chunks them all (joined with " " + _SEP, so each separator is a chunk of its own), only chunks never
-        # seen before go through BPE, one join writes every piece's ids with a _SEP after each, one split
-        # cuts them apart.
+        # Fill the cache for pieces met for the first time, each standing for " " + piece, in a few calls that
+        # each run in C: one regex call chunks them all (joined with " " + _SEP, so each separator is a chunk of
+        # its own), only chunks never seen before go through BPE, one join writes every piece's ids with a _SEP
+        # after each, one split cuts them apart.
         if not pieces:
             return
-        joined = (" " + _SEP).join(pieces)
-        if joined.count(_SEP) >= len(pieces):  # a piece holds _SEP itself: chunk the pieces one by one
+        joined = " " + (" " + _SEP + " ").join(pieces)
+        if joined.count(_SEP) >= len(pieces):
+            # A piece holds _SEP itself: chunk the pieces one by one, past the chunk cache (which maps the
+            # separator chunk " " + _SEP to _SEP, not to its ids).
             for piece in pieces:
-                self._cache[piece] = "".join(self._bpe_batch(self._split.findall(piece)))
+                self._cache[piece] = "".join(self._bpe_batch(self._split.findall(" " + piece)))
             return
-        chunk_cache = self._chunk_cache
-        chunks = findall(joined)
-        new = list(set(chunks).difference(chunk_cache))
-        chunk_cache.update(zip(new, self._bpe_batch(new)))
-        self._cache.update(zip(pieces, "".join(map(chunk_cache.__getitem__, chunks)).split(_SEP)))
+        self._cache.update(zip(pieces, self._encode_chunks(findall(joined)).split(_SEP)))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text` treating special-token strings as ordinary text."""
-        # GPT-2's regex never lets a chunk run across a space that is followed by a non-space, so
-        # (for that pattern) cutting the text just before such spaces with a much simpler regex
-        # gives word-like pieces (" word," " the") whose ids can be cached and reused.
-        gpt2 = self.pattern == GPT2_SPLIT_PATTERN
-        pieces = _cut_before_spaced_words(text) if gpt2 else self._split.findall(text)
         cache = self._cache
+        if self.pattern != GPT2_SPLIT_PATTERN:  # any other pattern: its chunks are the cached pieces
+            chunks = self._split.findall(text)
+            missing = list(set(chunks).difference(cache))
+            if len(cache) + len(missing) > _CACHE_LIMIT:
+                cache.clear()
+                missing = list(set(chunks))
+            cache.update(zip(missing, self._bpe_batch(missing)))
+            return self._ids_of("".join(map(cache.__getitem__, chunks)))
+        # GPT-2's pattern: cached word-like pieces (see `_cut_at_spaced_words`); the first piece, the only one
+        # without a space in front, is chunked on its own.
+        pieces = _cut_at_spaced_words(text)
+        head = self._encode_chunks(self._split.findall(pieces[0]))  # never holds " " + _SEP: it would be cut there
+        pieces[0] = ""  # stands for " ", ids ignored: the pieces after it all stand for " " + piece
         missing = set(pieces).difference(cache)
         if missing:
             if len(cache) + len(self._chunk_cache) + 2 * len(missing) > _CACHE_LIMIT:
                 cache.clear()
                 self._chunk_cache = {" " + _SEP: _SEP}
                 missing = set(pieces)
-            if gpt2:  # most English pieces are ASCII (str.isascii() is O(1)): those go to the faster `re` spelling
-                ascii_pieces = [p for p in missing if p.isascii()]
-                self._encode_new_pieces(ascii_pieces, _GPT2_SPLIT_ASCII_SEP.findall)
-                self._encode_new_pieces(list(missing.difference(ascii_pieces)), _GPT2_SPLIT_SEP.findall)
-            else:  # any other pattern: the pieces are the chunks
-                missing = list(missing)
-                cache.update(zip(missing, self._bpe_batch(missing)))
-        # Most pieces are cache hits. Their ids are characters, so one join gathers the text's ids and
-        # numpy reads them back as integers (UTF-32 is one 4-byte integer per character), all in C.
-        ids = "".join(map(cache.__getitem__, pieces)).encode("utf-32-le", "surrogatepass")
-        return np.frombuffer(ids, "<u4").tolist()
+            # most English pieces are ASCII (str.isascii() is O(1)): those go to the faster `re` spelling
+            ascii_pieces = [p for p in missing if p.isascii()]
+            self._encode_new_pieces(ascii_pieces, _GPT2_SPLIT_ASCII_SEP.findall)
+            self._encode_new_pieces(list(missing.difference(ascii_pieces)), _GPT2_SPLIT_SEP.findall)
+        return self._ids_of(head + "".join(map(cache.__getitem__, pieces))[1:])
+
+    @staticmethod
+    def _ids_of(ids: str) -> list[int]:
+        # Cached ids are characters, so one join gathers a text's ids and numpy reads them back as integers
+        # (UTF-32 is one 4-byte integer per character), all in C.
+        return np.frombuffer(ids.encode("utf-32-le", "surrogatepass"), "<u4").tolist()
 
     def _special_regex(self, tokens: frozenset[str]):
         if tokens not in self._special_re:

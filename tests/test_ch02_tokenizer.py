@@ -3,6 +3,7 @@ import json
 import random
 
 import pytest
+import regex
 import tiktoken
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -240,8 +241,12 @@ def test_encoding_cache_limit_keeps_ids_exact(enc, verdict, monkeypatch):
         assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
 
 
-def test_batched_bpe_equals_the_plain_loop(gpt2, small, verdict):
-    # The fast encoder merges many chunks at once with numpy; `_bpe`, one chunk at a time, is the reference.
+@pytest.mark.parametrize("min_chunks", [1, 16, 10**9])  # numpy to the end, the default hand-off, plain loop only
+def test_batched_bpe_equals_the_plain_loop(gpt2, small, verdict, monkeypatch, min_chunks):
+    # The fast encoder merges many chunks at once with numpy, handing the last few to the plain merge loop;
+    # `_bpe`, one chunk at a time, is the reference.
+    import ch02_tokenization.tokenizer as module
+    monkeypatch.setattr(module, "_BATCH_MIN_CHUNKS", min_chunks)
     chunks = list(count_chunks([verdict, *HARD_CASES, "aaaaaaa bbbbbbbbbb ---------- ...... 1111111111"]))
     for tok in (gpt2, small):
         fresh = BPETokenizer(tok.merges, tok.special_tokens, tok.byte_ids)
@@ -255,3 +260,16 @@ def test_text_holding_the_internal_separator_still_matches_tiktoken(gpt2, enc):
     fresh = BPETokenizer(gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
     assert fresh.encode_ordinary(text) == enc.encode_ordinary(text)
     assert fresh.encode_ordinary("x " + text) == enc.encode_ordinary("x " + text)
+
+
+def test_other_pattern_encodes_chunk_by_chunk(gpt2, monkeypatch):
+    # A pattern other than GPT-2's skips the word-piece cut: its chunks are cached directly, the separator
+    # chunk " \U0010ffff" included (the GPT-2 path's chunk cache reserves that one).
+    import ch02_tokenization.tokenizer as module
+    pattern = r" ?\S+|\s+"
+    tok = BPETokenizer(gpt2.merges, gpt2.special_tokens, gpt2.byte_ids, pattern=pattern)
+    text = "a \U0010ffff b c  d\n e a b"
+    expected = [i for chunk in regex.findall(pattern, text) for i in tok._bpe(chunk)]
+    assert tok.encode_ordinary(text) == expected and tok.encode_ordinary(text) == expected
+    monkeypatch.setattr(module, "_CACHE_LIMIT", 3)  # cleared on every call
+    assert tok.encode_ordinary(text) == expected and tok.encode_ordinary(text) == expected
