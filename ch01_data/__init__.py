@@ -1,21 +1,18 @@
 """Chapter 1: from raw Project Gutenberg books to clean, deduplicated documents."""
+from .fetch import ChecksumError, DownloadError, atomic_open, data_home, fetch, sha256_of, write_atomic
 from .data import (
     all_pairs_jaccard,
     binary_reason,
     build_corpus,
     candidate_probability,
-    ChecksumError,
     choose_bands_rows,
     clean_text,
     collapse_blank_lines,
     CorpusConfig,
-    data_home,
     decode_stage,
     decode_text,
-    DownloadError,
     END_MARKERS,
     exact_dedup_stage,
-    fetch,
     fetch_corpus,
     find_markers,
     gather,
@@ -39,7 +36,6 @@ from .data import (
     repeated_paragraph_stage,
     REPORT_VERSION,
     run_pipeline,
-    sha256_of,
     shingle_hashes,
     Source,
     split_documents,
@@ -55,6 +51,8 @@ from .data import (
 )
 
 __all__ = [
+    "atomic_open",
+    "write_atomic",
     "all_pairs_jaccard",
     "binary_reason",
     "build_corpus",

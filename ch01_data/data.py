@@ -2,104 +2,11 @@
 """Chapter 1: from raw Project Gutenberg books to clean, deduplicated documents."""
 from __future__ import annotations
 
-
-import hashlib
-import os
-import shutil
-import tempfile
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm  # text progress bars on stderr, in a terminal and in Jupyter alike
+from tqdm import tqdm
 
-
-class ChecksumError(ValueError):
-    """A file's sha256 is not the one the project expects: it is corrupt or was tampered with."""
-
-
-class DownloadError(RuntimeError):
-    """A file could be found neither in the cache, nor in the offline mirror, nor at its URL."""
-
-
-def data_home() -> Path:
-    """Folder for downloads and built data: $LLMFS_HOME if set, else ~/.cache/llm-from-scratch."""
-    return Path(os.environ.get("LLMFS_HOME", "~/.cache/llm-from-scratch")).expanduser()
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verify(path: Path, sha256: str, what: str) -> None:
-    actual = sha256_of(path)
-    if actual != sha256:
-        raise ChecksumError(f"{what} has the wrong sha256: expected {sha256}, got {actual}. "
-                            "The file is corrupt or was altered; delete it and fetch it again.")
-
-
-def _download(url: str, dest, timeout: float) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
-        with tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False) as bar:
-            for block in iter(lambda: response.read(1 << 16), b""):
-                dest.write(block)
-                bar.update(len(block))
-
-
-def fetch(url: str, sha256: str, *, cache_dir: Path | None = None,
-          timeout: float = 30.0, retries: int = 3) -> Path:
-    """Return a local, verified copy of the file at `url` whose sha256 is `sha256`.
-
-    Looks in the cache first, then in the offline mirror named by $LLMFS_DATA_MIRROR
-    (a folder of files named by their sha256), then downloads. Whatever the source,
-    the bytes are checked against `sha256` before the path is returned, and the cache
-    is written under a temporary name and renamed, so it never holds half a file.
-    """
-    sha256 = sha256.lower()
-    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or "file"
-    target = Path(cache_dir or data_home() / "downloads") / sha256 / name
-    if target.exists():
-        try:
-            _verify(target, sha256, f"cached file {target}")
-            return target
-        except ChecksumError:
-            target.unlink()  # a damaged cache entry is replaced, not trusted
-    target.parent.mkdir(parents=True, exist_ok=True)
-
-    mirror = os.environ.get("LLMFS_DATA_MIRROR")
-    mirror_file = Path(mirror).expanduser() / sha256 if mirror else None
-    errors = []
-    for attempt in range(1 if mirror_file and mirror_file.exists() else retries):
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as dest:
-                if mirror_file and mirror_file.exists():
-                    with open(mirror_file, "rb") as src:
-                        shutil.copyfileobj(src, dest)
-                    source = f"mirror file {mirror_file} (for {url})"
-                else:
-                    _download(url, dest, timeout)
-                    source = f"download of {url}"
-            _verify(Path(tmp), sha256, source)
-            os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache is for everyone's reading
-            os.replace(tmp, target)
-            return target
-        except OSError as e:  # network trouble: wait, then retry
-            errors.append(f"attempt {attempt + 1}: {e}")
-            time.sleep(min(2 ** attempt, 10) if attempt + 1 < retries else 0)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    raise DownloadError(
-        f"could not download {url} ({'; '.join(errors)}). To work offline, put the file in a "
-        f"folder as {sha256} and set LLMFS_DATA_MIRROR to that folder, or save it as {target}.")
+from ch01_data.fetch import data_home, fetch, write_atomic
 
 
 import csv
@@ -917,20 +824,6 @@ def run_pipeline(input_dir: Path | str | None = None, config: CorpusConfig | Non
             "quality": good, "exact": unique, "near": distinct, "lsh": lsh, "paragraphs": paragraphs}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_corpus(out_dir: Path | str, input_dir: Path | str | None = None,
                  config: CorpusConfig | None = None) -> dict:
     """Build train.jsonl, val.jsonl and report.json in `out_dir`; return the report.
@@ -945,8 +838,8 @@ def build_corpus(out_dir: Path | str, input_dir: Path | str | None = None,
     for name in SPLITS:
         lines = (json.dumps({k: d[k] for k in ("id", "source", "title", "text")}, ensure_ascii=False)
                  for d in result["splits"][name])
-        _write_atomic(out / f"{name}.jsonl", "".join(line + "\n" for line in lines))
-    _write_atomic(out / "report.json", json.dumps(result["report"], ensure_ascii=False, indent=1) + "\n")
+        write_atomic(out / f"{name}.jsonl", "".join(line + "\n" for line in lines))
+    write_atomic(out / "report.json", json.dumps(result["report"], ensure_ascii=False, indent=1) + "\n")
     return result["report"]
 
 

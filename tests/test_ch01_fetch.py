@@ -3,7 +3,8 @@ import hashlib
 
 import pytest
 
-from ch01_data.data import ChecksumError, DownloadError, fetch, load_manifest
+from ch01_data.data import load_manifest
+from ch01_data.fetch import ChecksumError, DownloadError, atomic_open, fetch, write_atomic
 
 PAYLOAD = b"It was a dark and stormy night.\n"
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -66,3 +67,23 @@ def test_manifest_describes_the_default_corpus():
     assert len(sources) == 177
     assert sum(s.bytes for s in sources) == 43_735_248
     assert all(len(s.sha256) == 64 and s.url.startswith("https://") for s in sources)
+
+
+def test_write_atomic_makes_an_ordinary_readable_file(tmp_path):
+    write_atomic(tmp_path / "sub" / "a.txt", "one\ntwo\n")
+    write_atomic(tmp_path / "b.bin", b"\x00\x01")
+    assert (tmp_path / "sub" / "a.txt").read_bytes() == b"one\ntwo\n"
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    for path in (tmp_path / "sub" / "a.txt", tmp_path / "b.bin"):
+        assert path.stat().st_mode & 0o777 == 0o644, "mkstemp's private 0600 must not leak into outputs"
+
+
+def test_atomic_open_leaves_the_old_file_on_error(tmp_path):
+    path = tmp_path / "out.txt"
+    write_atomic(path, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(path, "w") as f:
+            f.write("half of the new")
+            raise RuntimeError("killed while writing")
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"], "the temporary file must be removed"
