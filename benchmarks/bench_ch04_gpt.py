@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ch04_gpt_model.model import GPTConfig, GPTModel, generate, load_hf_gpt2
-from ch05_pretraining.pretrain import PRESETS  # the tiny preset whose generation speed matters most
+from ch05_pretraining import PRESETS  # the tiny preset whose generation speed matters most
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ch04_gpt.txt"
 KV_ROUNDS = 3  # each generation path is timed this many times; the best time is kept

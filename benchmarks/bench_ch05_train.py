@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ch05_pretraining.pretrain import (
+from ch05_pretraining import (
     PRESETS, TrainConfig, build_model, cross_entropy, flops_per_token, matmul_params, measure_peak_flops, train,
 )
 

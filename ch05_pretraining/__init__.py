@@ -1,19 +1,27 @@
-"""Chapter 5: pretraining the book's GPT on the Chapter 1 corpus, with checkpoints, exact resume and sampling."""
-from .pretrain import (
-    GPT2_FILES, GPT2_REVISION, PRESETS, BigramModel, CheckpointError, Preset, TrainConfig, autocast, build_model,
-    build_token_files, checkpoint_exists, compute_optimal_tokens, cross_entropy, decay_split, evaluate,
-    fixed_batches, flops_per_token, get_preset, load_checkpoint, load_gpt2_files, load_openai_gpt2,
-    load_pretrained_tiny, lr_at, main, make_optimizer, make_sampler, matmul_params, measure_peak_flops, perplexity,
-    plot_losses, pretrain, read_checkpoint, resolve_precision, sample_text, save_checkpoint, tiny_checkpoint_dir,
-    tokenizer_fingerprint, top_k_filter, top_p_filter, train, train_batches, training_flops,
-)
+"""Chapter 5: pretraining the book's GPT on the Chapter 1 corpus, with checkpoints, exact resume and sampling.
+
+One module per idea: metrics, data, train, presets, scaling, sampling, checkpoint, openai_gpt2 and
+pretrain (a preset end to end and the command line). Every public name is re-exported here.
+"""
+from .checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointError, checkpoint_exists, load_checkpoint,
+                         read_checkpoint, save_checkpoint)
+from .data import build_token_files, fixed_batches, tokenizer_fingerprint, train_batches
+from .metrics import BigramModel, cross_entropy, perplexity
+from .openai_gpt2 import GPT2_FILES, GPT2_REVISION, load_gpt2_files, load_openai_gpt2
+from .presets import PRESETS, Preset, build_model, get_preset
+from .pretrain import load_pretrained_tiny, main, plot_losses, pretrain, resume_config, tiny_checkpoint_dir
+from .sampling import make_sampler, sample_text, top_k_filter, top_p_filter
+from .scaling import compute_optimal_tokens, flops_per_token, matmul_params, measure_peak_flops, training_flops
+from .train import (PRECISIONS, TrainConfig, autocast, cpu_has_native_bfloat16, decay_split, evaluate, lr_at,
+                    make_optimizer, resolve_precision, train)
 
 __all__ = [
-    "GPT2_FILES", "GPT2_REVISION", "PRESETS", "BigramModel", "CheckpointError", "Preset", "TrainConfig", "autocast",
-    "build_model", "build_token_files", "checkpoint_exists", "compute_optimal_tokens", "cross_entropy",
-    "decay_split", "evaluate", "fixed_batches", "flops_per_token", "get_preset", "load_checkpoint",
-    "load_gpt2_files", "load_openai_gpt2", "load_pretrained_tiny", "lr_at", "main", "make_optimizer",
-    "make_sampler", "matmul_params", "measure_peak_flops", "perplexity", "plot_losses", "pretrain",
-    "read_checkpoint", "resolve_precision", "sample_text", "save_checkpoint", "tiny_checkpoint_dir", "tokenizer_fingerprint",
-    "top_k_filter", "top_p_filter", "train", "train_batches", "training_flops",
+    "CKPT_JSON", "CKPT_TENSORS", "CheckpointError", "checkpoint_exists", "load_checkpoint", "read_checkpoint",
+    "save_checkpoint", "build_token_files", "fixed_batches", "tokenizer_fingerprint", "train_batches",
+    "BigramModel", "cross_entropy", "perplexity", "GPT2_FILES", "GPT2_REVISION", "load_gpt2_files",
+    "load_openai_gpt2", "PRESETS", "Preset", "build_model", "get_preset", "load_pretrained_tiny", "main",
+    "plot_losses", "pretrain", "resume_config", "tiny_checkpoint_dir", "make_sampler", "sample_text",
+    "top_k_filter", "top_p_filter", "compute_optimal_tokens", "flops_per_token", "matmul_params",
+    "measure_peak_flops", "training_flops", "PRECISIONS", "TrainConfig", "autocast", "cpu_has_native_bfloat16",
+    "decay_split", "evaluate", "lr_at", "make_optimizer", "resolve_precision", "train",
 ]

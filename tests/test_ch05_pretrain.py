@@ -1,6 +1,9 @@
 """Chapter 5: losses, bigram baseline, schedule, optimizer groups, accumulation, sampling filters,
 checkpoints (exact resume, corruption), the Hugging Face GPT-2 round trip and the command line."""
+import dataclasses
+import importlib
 import itertools
+import json
 import math
 
 import numpy as np
@@ -8,8 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ch04_gpt_model.model import GPTConfig, GPTModel
-from ch05_pretraining.pretrain import (
+from ch04_gpt_model import GPTConfig, GPTModel
+from ch05_pretraining import (
     PRESETS, BigramModel, CheckpointError, TrainConfig, cross_entropy, decay_split, get_preset, load_checkpoint,
     load_gpt2_files, lr_at, main, make_optimizer, make_sampler, matmul_params, perplexity, read_checkpoint,
     save_checkpoint, top_k_filter, top_p_filter, train, train_batches, fixed_batches,
@@ -279,3 +282,117 @@ def test_cli_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--preset", "tiny", "--out", str(tmp_path)])
     assert "--resume" in capsys.readouterr().err
+
+
+# ---- resuming a finished run for longer (--resume with a larger --max-steps) -------------------
+
+@pytest.fixture
+def micro_book(monkeypatch, tmp_path):
+    """The CLI's `tiny` preset shrunk to seconds, on a made-up 50-token corpus and tokenizer."""
+    import types
+
+    pretrain_module = importlib.import_module("ch05_pretraining.pretrain")  # the package re-exports a function of that name
+    from ch02_tokenization import write_token_file
+    from ch05_pretraining import Preset
+
+    tokenizer = types.SimpleNamespace(vocab_size=50, merges=[], byte_ids=[], special_tokens={}, pattern="", eot_id=0)
+    rng = np.random.default_rng(0)
+    files = {split: tmp_path / "tokens" / f"{split}.bin" for split in ("train", "val")}
+    for split, path in files.items():
+        path.parent.mkdir(exist_ok=True)
+        write_token_file(rng.integers(0, 50, 4000), path)
+    monkeypatch.setattr(pretrain_module, "load_book_tokenizer", lambda: tokenizer)
+    monkeypatch.setattr(pretrain_module, "build_token_files", lambda tok: files)
+    shape = {k: v for k, v in TINY.items() if k != "vocab_size"}
+    monkeypatch.setitem(PRESETS, "tiny", Preset(
+        model=shape, train=TrainConfig(batch_size=4, max_steps=20, warmup_steps=3, max_lr=5e-3, min_lr=5e-4,
+                                       eval_interval=2, eval_batches=1, checkpoint_interval=2), about="a test"))
+    return tmp_path / "run"
+
+
+def test_cli_extends_a_finished_run(micro_book, capsys):
+    out = str(micro_book)
+    assert main(["train", "--preset", "tiny", "--out", out, "--max-steps", "4", "--precision", "float32"]) == 0
+    first = json.loads((micro_book / "log.json").read_text())
+    assert main(["train", "--preset", "tiny", "--out", out, "--max-steps", "8", "--resume", "--precision", "float32"]) == 0
+    printed = capsys.readouterr().out
+    assert "extending the run from 4 to 8 steps" in printed and "recomputed from step 4 on" in printed
+    log = json.loads((micro_book / "log.json").read_text())
+    assert log["step"] == list(range(1, 9))
+    assert {k: v[:4] for k, v in log.items() if k != "val"} == {k: v for k, v in first.items() if k != "val"}
+    # warm-up stays the run's (3 steps); the cosine runs from there to min_lr at the new last step
+    extended = TrainConfig(batch_size=4, max_steps=8, warmup_steps=3, max_lr=5e-3, min_lr=5e-4)
+    assert log["lr"][4:] == pytest.approx([lr_at(s, extended) for s in range(4, 8)])
+    assert log["lr"][-1] == pytest.approx(5e-4)
+    assert read_checkpoint(micro_book)[1]["step"] == 8
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--max-steps", "2", "--precision", "float32"], "already at step 4"),
+    (["--max-steps", "8", "--precision", "bfloat16"], "precision: 'float32' -> 'bfloat16'"),
+])
+def test_cli_refuses_any_other_change_on_resume(micro_book, capsys, argv, named):
+    out = str(micro_book)
+    assert main(["train", "--preset", "tiny", "--out", out, "--max-steps", "4", "--precision", "float32"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--preset", "tiny", "--out", out, "--resume", *argv])
+    assert exit_info.value.code == 1
+    assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field,value", [
+    ("batch_size", 8), ("grad_accum_steps", 2), ("max_lr", 2e-3), ("min_lr", 1e-5), ("weight_decay", 0.0),
+    ("betas", (0.9, 0.99)), ("grad_clip", None), ("eval_interval", 3), ("eval_batches", 2),
+    ("checkpoint_interval", 3), ("seed", 7), ("precision", "bfloat16"), ("warmup_steps", 2),
+])
+def test_resume_refuses_each_other_setting_and_names_it(tmp_path, field, value):
+    from ch05_pretraining import resume_config
+
+    cfg = TrainConfig(batch_size=4, max_steps=10, warmup_steps=3, precision="float32")
+    saved = {"step": 4, "train_config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
+    changed = dataclasses.replace(cfg, **{field: value})
+    with pytest.raises(CheckpointError) as err:
+        resume_config(saved, changed, tmp_path)
+    old = saved["train_config"][field]
+    new = json.loads(json.dumps(dataclasses.asdict(changed)))[field]
+    assert f"{field}: {old!r} -> {new!r}" in str(err.value)
+    if field != "warmup_steps":  # with a longer run, warm-up follows --max-steps and the run keeps its own
+        with pytest.raises(CheckpointError, match=field):
+            resume_config(saved, dataclasses.replace(changed, max_steps=20), tmp_path)
+    assert resume_config(saved, cfg, tmp_path) is cfg  # unchanged settings resume as they are
+
+
+def test_cli_refuses_another_model_shape_on_resume(micro_book, capsys):
+    out = str(micro_book)
+    assert main(["train", "--preset", "tiny", "--out", out, "--max-steps", "4", "--precision", "float32"]) == 0
+    PRESETS["tiny"].model["emb_dim"] = 32  # the fixture's own preset, changed after the run was written
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--preset", "tiny", "--out", out, "--resume", "--precision", "float32"])
+    assert exit_info.value.code == 1
+    assert "another model shape" in capsys.readouterr().err
+
+
+# ---- precision="auto" -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_cpu_not_a_timing(monkeypatch, native):
+    train_module = importlib.import_module("ch05_pretraining.train")
+    from ch05_pretraining import resolve_precision
+
+    monkeypatch.setattr(train_module, "cpu_has_native_bfloat16", lambda: native)
+    assert resolve_precision("cpu") == ("bfloat16" if native else "float32")
+    assert resolve_precision("cpu", "float32") == "float32"
+    assert resolve_precision("cpu", "bfloat16") == "bfloat16"
+    assert resolve_precision("mps") == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("cpu", "fp8")
+
+
+def test_native_bfloat16_check_agrees_with_the_cpu_flags():
+    from ch05_pretraining import cpu_has_native_bfloat16
+
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system")
+    assert cpu_has_native_bfloat16() == ("avx512_bf16" in flags or "amx_bf16" in flags)

@@ -1,0 +1,79 @@
+# Generated from ch05_pretraining/ch05_pretraining.ipynb by tools/export.py: edit the notebook, not this file.
+"""Chapter 5: the book corpus as token files, and the (inputs, targets) batches training reads from them."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ch01_data import load_documents
+from ch01_data.fetch import data_home
+from ch02_tokenization import create_dataloader, encode_documents, load_book_tokenizer, write_token_file
+
+
+def build_token_files(tokenizer=None, out_dir: Path | None = None) -> dict[str, Path]:
+    """Encode the Chapter 1 train/val documents with the book tokenizer into uint16 token files.
+
+    Each document is followed by the end-of-text token, so the model learns where texts end.
+    Built once and cached under data_home(); returns {"train": path, "val": path}.
+    """
+    tokenizer = tokenizer or load_book_tokenizer()
+    out_dir = Path(out_dir or data_home() / "ch05_pretraining" / "tokens")
+    paths = {}
+    for split in ("train", "val"):
+        path = out_dir / f"{split}-{tokenizer_fingerprint(tokenizer)}.bin"
+        if not path.exists():
+            write_token_file(encode_documents(tokenizer, (d["text"] for d in load_documents(split))), path)
+        paths[split] = path
+    return paths
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """12 hex digits of sha256 over what decides a tokenizer's ids: a retrained tokenizer gets new token files and checkpoints."""
+    state = [tokenizer.merges, list(getattr(tokenizer, "byte_ids", [])), sorted(tokenizer.special_tokens.items()),
+             getattr(tokenizer, "pattern", "")]
+    return hashlib.sha256(json.dumps(state).encode()).hexdigest()[:12]
+
+
+def train_batches(tokens, batch_size: int, context_length: int, *, stride: int | None = None,
+                  seed: int = 123, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (inputs, targets) batches (B, T) from Chapter 2's sliding-window loader, one shuffled epoch after another.
+
+    Epoch e is shuffled with seed + e, so batch number `start` can be reached without
+    replaying the earlier ones: this is what makes `--resume` exact.
+    """
+    stride = stride or context_length
+
+    def loader(epoch: int):
+        return create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
+                                 stride=stride, shuffle=True, drop_last=True, seed=seed + epoch)
+
+    epoch_len = len(loader(0))
+    if epoch_len == 0:
+        raise ValueError(f"{len(tokens)} tokens are too few for one batch of {batch_size} x {context_length}")
+    epoch, skip = divmod(start, epoch_len)
+    while True:
+        # A DataLoader iterator draws a base seed from the global RNG; fork_rng keeps that draw
+        # from shifting the dropout masks of a resumed run relative to an uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            it = iter(loader(epoch))
+            first = list(itertools.islice(it, skip, skip + 1))
+        yield from first
+        yield from it
+        skip, epoch = 0, epoch + 1
+
+
+def fixed_batches(tokens, n_batches: int, batch_size: int, context_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`n_batches` non-overlapping (inputs, targets) batches spread evenly over `tokens`: the same every evaluation."""
+    with torch.random.fork_rng(devices=[]):
+        loader = create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
+                                   stride=context_length, shuffle=False, drop_last=True, seed=0)
+        batches = list(loader)
+    if not batches:
+        raise ValueError(f"{len(tokens)} tokens are too few for one batch of {batch_size} x {context_length}")
+    every = max(1, len(batches) // n_batches)
+    return batches[::every][:n_batches]

@@ -1,0 +1,67 @@
+# Generated from ch05_pretraining/ch05_pretraining.ipynb by tools/export.py: edit the notebook, not this file.
+"""Chapter 5: how good is a language model? Cross-entropy, perplexity and a counted bigram baseline."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats. logits (..., V) float; targets (...) int64.
+
+    Computed in float32 even under bfloat16 autocast: the log-sum-exp over a large
+    vocabulary is where low precision hurts most.
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+
+
+def perplexity(loss: float) -> float:
+    """exp(cross-entropy): the number of equally likely tokens the model is as unsure as."""
+    return math.exp(loss)
+
+
+class BigramModel:
+    """Count-based bigram model: P(next | prev) = (count(prev, next) + alpha) / (count(prev) + alpha V).
+
+    Pair counts are kept sparse (sorted pair codes), so a 16k vocabulary costs memory in
+    proportion to the pairs actually seen, not V^2.
+    """
+    def __init__(self, vocab_size: int, alpha: float = 0.1):
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        self.vocab_size, self.alpha = vocab_size, alpha
+        self.pair_codes = np.zeros(0, dtype=np.int64)   # sorted prev * V + next
+        self.pair_counts = np.zeros(0, dtype=np.int64)
+        self.prev_counts = np.zeros(vocab_size, dtype=np.int64)
+
+    def fit(self, tokens: np.ndarray) -> "BigramModel":
+        """Count every adjacent pair of `tokens`: one stream (n,) or independent rows (rows, n); returns self."""
+        t = np.asarray(tokens, dtype=np.int64)
+        if t.size and (t.min() < 0 or t.max() >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}); got {t.min()}..{t.max()}")
+        prev, nxt = t[..., :-1].ravel(), t[..., 1:].ravel()  # no pair spans two rows
+        self.pair_codes, self.pair_counts = np.unique(prev * self.vocab_size + nxt, return_counts=True)
+        self.prev_counts = np.bincount(prev, minlength=self.vocab_size)
+        return self
+
+    def log_prob(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """Natural-log probabilities log P(nxt | prev), elementwise."""
+        prev, nxt = np.asarray(prev, dtype=np.int64), np.asarray(nxt, dtype=np.int64)
+        codes = prev * self.vocab_size + nxt
+        pos = np.searchsorted(self.pair_codes, codes).clip(max=max(len(self.pair_codes) - 1, 0))
+        found = (self.pair_codes[pos] == codes) if len(self.pair_codes) else np.zeros(codes.shape, bool)
+        pair = np.where(found, self.pair_counts[pos] if len(self.pair_counts) else 0, 0)
+        num = pair + self.alpha
+        den = self.prev_counts[prev] + self.alpha * self.vocab_size
+        with np.errstate(divide="ignore"):
+            return np.log(num) - np.log(den)
+
+    def loss(self, tokens: np.ndarray) -> float:
+        """Mean cross-entropy (nats) of predicting each token of `tokens` from the one before."""
+        t = np.asarray(tokens, dtype=np.int64)
+        return float(-self.log_prob(t[:-1], t[1:]).mean())

@@ -1,0 +1,212 @@
+# Generated from ch05_pretraining/ch05_pretraining.ipynb by tools/export.py: edit the notebook, not this file.
+"""Chapter 5: the training loop: config, learning-rate schedule, AdamW, precision, evaluation."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm  # text bars on stderr, in a terminal and in Jupyter alike
+
+from ch05_pretraining.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from ch05_pretraining.metrics import cross_entropy
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one run. Steps count optimizer updates, each of grad_accum_steps micro-batches."""
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    max_steps: int = 1000
+    warmup_steps: int = 100
+    max_lr: float = 1e-3
+    min_lr: float = 1e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 20
+    checkpoint_interval: int = 500
+    seed: int = 123
+    precision: str = "auto"
+
+    def __post_init__(self):
+        for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval", "eval_batches", "checkpoint_interval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_steps < self.max_steps:
+            raise ValueError(f"TrainConfig.warmup_steps must lie in [0, max_steps={self.max_steps}), got {self.warmup_steps}")
+        if not 0 <= self.min_lr <= self.max_lr:
+            raise ValueError(f"TrainConfig needs 0 <= min_lr <= max_lr, got min_lr={self.min_lr}, max_lr={self.max_lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self.betas = tuple(self.betas)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warm-up to max_lr, then cosine decay to min_lr at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.max_lr * (step + 1) / cfg.warmup_steps
+    decay_steps = cfg.max_steps - 1 - cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps) if decay_steps > 0 else 1.0
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.max_lr - cfg.min_lr)
+
+
+def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters that get weight decay (matrices) and those that do not.
+
+    Decay pulls weights towards zero; that regularises the matrices that mix features
+    (linear layers, the token embedding shared with the output head) but would only distort
+    gains and offsets (norms, biases) and learned position embeddings, which have no
+    "smaller is simpler" prior.
+    """
+    positional = {id(p) for name, m in model.named_modules()
+                  if isinstance(m, nn.Embedding) and "pos" in name.rsplit(".", 1)[-1] for p in m.parameters()}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():  # each tied parameter appears once
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in positional else no_decay).append(name)
+    return decay, no_decay
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: weight decay on matrices only (see decay_split)."""
+    params = dict(model.named_parameters())
+    decay, no_decay = decay_split(model)
+    groups = [{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
+              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.max_lr, betas=cfg.betas)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, device: str | torch.device = "cpu", precision: str = "float32") -> float:
+    """Mean cross-entropy of `model` over a fixed list of (inputs, targets) batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for x, y in batches:
+        with autocast(device, precision):
+            total += cross_entropy(model(x.to(device)), y.to(device)).item()
+    model.train(was_training)
+    return total / len(batches)
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """True if this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX), where autocast pays off.
+
+    Asked of the CPU itself (the same checks PyTorch's oneDNN kernels use), not of a timing,
+    so the answer is the same on every run. Without those instructions bfloat16 is emulated
+    and autocast makes each step many times slower (section 5.3 shows both cases).
+    """
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(check) for check in checks):
+        return any(check() for check in checks)
+    try:  # older PyTorch: read the flags the Linux kernel reports
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(device: str | torch.device, precision: str = "auto") -> str:
+    """The precision a run uses: 'auto' is bfloat16 where the hardware computes it natively, float32 elsewhere.
+
+    That is a CUDA GPU that supports bfloat16, or a CPU with AVX512-BF16 or AMX
+    (cpu_has_native_bfloat16); Apple's MPS and other CPUs get float32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if dev.type == "cpu" and cpu_has_native_bfloat16() else "float32"
+
+
+def autocast(device: str | torch.device, precision: str):
+    """Context manager: bfloat16 autocast for 'bfloat16', nothing for 'float32'."""
+    dev = torch.device(device)
+    if resolve_precision(dev, precision) == "bfloat16":
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator], val_batches: list, *,
+          out_dir: Path | str | None = None, resume: bool = False, device: str | torch.device = "cpu",
+          stop_at: int | None = None, progress: bool = True, meta: dict | None = None) -> dict:
+    """Train `model` for cfg.max_steps optimizer steps; return the run log.
+
+    `batches(start)` yields (inputs, targets) micro-batches from micro-batch number `start` on.
+    With `out_dir`, a checkpoint is written every cfg.checkpoint_interval steps and at the end;
+    with `resume`, training continues from the checkpoint there, bit for bit as if never stopped.
+    `stop_at` ends the run before that step without saving, as a crash would (for tests).
+    `meta` (e.g. the model config) is stored in the checkpoint's JSON.
+    """
+    device = torch.device(device)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    precision = resolve_precision(device, cfg.precision)
+    log = {"step": [], "tokens": [], "lr": [], "train_loss": [], "val": []}
+    start, tokens_seen = 0, 0
+    if resume and out_dir is not None and checkpoint_exists(out_dir):
+        state = load_checkpoint(out_dir, model, optimizer, device=device)
+        start, tokens_seen, log = state["step"], state["tokens_seen"], state["log"]
+    else:
+        torch.manual_seed(cfg.seed)  # dropout masks; the weights were initialised by the caller
+    stream = batches(start * cfg.grad_accum_steps)
+    model.train()
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="training",
+               disable=not progress, leave=False)
+    for step in bar:
+        if stop_at is not None and step >= stop_at:
+            break
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, n_tokens = torch.zeros((), device=device), 0
+        for _ in range(cfg.grad_accum_steps):
+            x, y = next(stream)
+            x, y = x.to(device), y.to(device)
+            with autocast(device, precision):
+                logits = model(x)
+            # Dividing by the number of micro-batches makes the summed gradient the mean over the big batch.
+            loss = cross_entropy(logits, y) / cfg.grad_accum_steps
+            loss.backward()
+            loss_sum += loss.detach()  # stays on the device: no host sync at every micro-step
+            n_tokens += y.numel()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = loss_sum.item()  # the step's one sync; it also makes the timing below honest
+        dt = time.perf_counter() - t0  # training only: evaluation and checkpoints are not in tokens/s
+        tokens_seen += n_tokens
+        log["step"].append(step + 1)
+        log["tokens"].append(tokens_seen)
+        log["lr"].append(lr)
+        log["train_loss"].append(loss_value)
+        done = step + 1
+        if done % cfg.eval_interval == 0 or done == cfg.max_steps:
+            log["val"].append({"step": done, "tokens": tokens_seen,
+                               "loss": evaluate(model, val_batches, device, precision)})
+        if out_dir is not None and (done % cfg.checkpoint_interval == 0 or done == cfg.max_steps):
+            save_checkpoint(out_dir, model, optimizer, {"step": done, "tokens_seen": tokens_seen, "log": log,
+                                                        "train_config": dataclasses.asdict(cfg), **(meta or {})})
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{n_tokens / dt:,.0f}")
+    bar.close()
+    return log
