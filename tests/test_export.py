@@ -1,5 +1,6 @@
 """The notebook is the single source of the book's code: every module must equal its export."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ NOTEBOOKS = export.chapter_notebooks(REPO)
 
 
 def test_every_chapter_folder_has_a_notebook():
-    chapters = sorted(p.name for p in REPO.iterdir() if p.is_dir() and p.name.startswith(("ch0", "appendix_")))
+    chapters = sorted(p.name for p in REPO.iterdir() if p.is_dir() and re.match(r"(ch\d\d_|appendix_)", p.name))
     assert chapters, "no chapter folders found"
     assert [nb.parent.name for nb in NOTEBOOKS] == chapters
 
@@ -26,6 +27,14 @@ def test_modules_match_notebook_export(nb):
         assert module.read_text(encoding="utf-8") == text, f"{module} differs from {nb}: run `python tools/export.py`"
         assert text.startswith(f"# Generated from {nb.parent.name}/{nb.name}")
     assert export.orphaned_modules(nb, modules) == [], "a generated module is no longer exported: run `python tools/export.py`"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_modules_stay_readable(nb):
+    # One idea per module, as in minbpe and nanochat: a reader copies a file, not a chapter.
+    for module, text in export.export_notebook(nb).items():
+        n_lines = text.count("\n")
+        assert n_lines <= 420, f"{module.name} has {n_lines} lines: split it into modules of one idea each"
 
 
 def test_exporter_keeps_only_export_cells(tmp_path):
