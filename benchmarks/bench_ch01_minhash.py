@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ch01_data.data import MinHasher, load_documents, shingle_hashes, _WORD
+from ch01_data import load_documents
+from ch01_data.dedup import MinHasher, shingle_hashes, _WORD
 
 NUM_PERM = 128
 K = 5

@@ -6,13 +6,41 @@ import sys
 import numpy as np
 import pytest
 
-from ch01_data.data import (
-    END_MARKERS, START_MARKERS, CorpusConfig, MinHasher, QualityConfig, UnionFind,
-    all_pairs_jaccard, binary_reason, build_corpus, candidate_probability, choose_bands_rows,
-    collapse_blank_lines, decode_text, jaccard, load_documents, lsh_candidates, normalize_newlines,
-    normalize_unicode, quality_reasons, shingle_hashes, split_documents, split_of,
-    strip_gutenberg, strip_illustration_tags, strip_producer_credits,
+from ch01_data.clean import (
+    END_MARKERS, START_MARKERS, binary_reason, collapse_blank_lines, decode_text, normalize_newlines,
+    normalize_unicode, strip_gutenberg, strip_illustration_tags, strip_producer_credits,
 )
+from ch01_data.dedup import (
+    MinHasher, UnionFind, all_pairs_jaccard, candidate_probability, choose_bands_rows, jaccard,
+    lsh_candidates, shingle_hashes,
+)
+from ch01_data.pipeline import CorpusConfig, build_corpus, load_documents, split_documents, split_of
+from ch01_data.quality import QualityConfig, quality_reasons
+
+CH01_MODULES = ("fetch", "sources", "clean", "quality", "dedup", "pipeline")
+
+
+def test_package_reexports_every_public_name_and_modules_import_only_earlier_ones():
+    """`from ch01_data import X` works for every public X, and no module imports a later one."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import ch01_data
+
+    for k, name in enumerate(CH01_MODULES):
+        module = importlib.import_module(f"ch01_data.{name}")
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        defined = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                   if isinstance(t, ast.Name)}
+        defined |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        public = {n for n in defined if not n.startswith("_")}
+        assert public <= set(ch01_data.__all__), f"{name}.py: not re-exported: {sorted(public - set(ch01_data.__all__))}"
+        assert all(getattr(ch01_data, n) is getattr(module, n) for n in public)
+        imported = {node.module.split(".")[1] for node in tree.body if isinstance(node, ast.ImportFrom)
+                    and node.module and node.module.startswith("ch01_data.")}
+        assert imported <= set(CH01_MODULES[:k]), f"{name}.py imports a later module: {imported}"
+
 
 def prose(n_sentences: int, seed: int = 0) -> str:
     """Varied made-up English-like sentences (one paragraph each), so no filter fires."""
