@@ -23,7 +23,7 @@ from .clean import (
 )
 from .quality import STOP_WORDS, QualityConfig, quality_reasons, quality_stage, quality_stats, top_ngram_char_fraction
 from .dedup import (
-    MERSENNE_61,
+    MINHASH_PRIME,
     MinHasher,
     UnionFind,
     all_pairs_jaccard,
@@ -61,7 +61,7 @@ __all__ = [
     # quality
     "STOP_WORDS", "QualityConfig", "quality_reasons", "quality_stage", "quality_stats", "top_ngram_char_fraction",
     # dedup
-    "MERSENNE_61", "MinHasher", "UnionFind", "all_pairs_jaccard", "candidate_probability", "choose_bands_rows",
+    "MINHASH_PRIME", "MinHasher", "UnionFind", "all_pairs_jaccard", "candidate_probability", "choose_bands_rows",
     "exact_dedup_stage", "jaccard", "lsh_candidates", "near_duplicate_clusters", "shingle_hashes",
     # pipeline
     "REPORT_VERSION", "SPLITS", "CorpusConfig", "build_corpus", "load_documents", "main", "near_dedup_stage",

@@ -25,7 +25,7 @@ def exact_dedup_stage(docs: list[dict]) -> tuple[list[dict], list[dict], list[di
     return kept, removed, [{"method": "exact", "kept": k, "removed": r} for k, r in clusters.items()]
 
 
-MERSENNE_61 = (1 << 61) - 1  # the prime p = 2^61 - 1 of the universal hash family
+MINHASH_PRIME = 2**32 - 5  # 4294967291, the largest prime below 2^32 (see 1.5: why the arithmetic is exact)
 _WORD = re.compile(r"\w+")
 
 
@@ -35,11 +35,12 @@ def _hash32(token: str) -> int:
 
 
 def shingle_hashes(text: str, k: int = 5, cache: dict | None = None) -> np.ndarray:
-    """The set of word k-gram shingles of a text, as sorted unique 32-bit hashes.
+    """The set of word k-gram shingles of a text, as sorted unique hashes below MINHASH_PRIME.
 
     Words are lower-cased runs of letters and digits, so punctuation and line wrapping do not
     matter. Each distinct word is hashed once (`cache` can share that work between texts);
-    a k-gram's hash combines its words' hashes with 64-bit arithmetic, then keeps 32 bits.
+    a k-gram's hash combines its words' hashes with 64-bit arithmetic, then keeps the top 32
+    bits, reduced mod MINHASH_PRIME (5 of the 2^32 values are above it).
     """
     cache = {} if cache is None else cache
     words = _WORD.findall(text.lower())
@@ -53,16 +54,17 @@ def shingle_hashes(text: str, k: int = 5, cache: dict | None = None) -> np.ndarr
     h = np.zeros(n, dtype=np.uint64)
     for j in range(k):  # h = (...((w0 * M + w1) * M + w2)...), wrapping modulo 2^64
         h = h * np.uint64(0x9E3779B97F4A7C15) + word_hashes[j : n + j]
-    h = np.sort((h >> np.uint64(32)).astype(np.uint32))  # the top 32 bits are the best mixed
-    # sorted, the duplicates sit side by side (np.unique does the same, but several times slower)
+    h = (h >> np.uint64(32)) % np.uint64(MINHASH_PRIME)  # the top 32 bits are the best mixed
+    h = np.sort(h.astype(np.uint32))  # sorted, the duplicates sit side by side (np.unique is slower)
     return h[np.r_[True, h[1:] != h[:-1]]].astype(np.uint64)
 
 
 class MinHasher:
-    """MinHash signatures under h_i(x) = (a_i x + b_i) mod (2^61 - 1), i = 1..num_perm.
+    """MinHash signatures under h_i(x) = (a_i x + b_i) mod p, p = MINHASH_PRIME = 2^32 - 5.
 
-    a_i and b_i are drawn from the whole range [1, p) and [0, p), and the arithmetic is exact
-    in uint64: a_i is split into its high 30 and low 31 bits, so no product overflows (x < 2^32).
+    a_i is drawn from [1, p) and b_i from [0, p), so for shingle hashes x < p every h_i
+    permutes [0, p), and a_i x + b_i <= (p - 1)^2 + (p - 1) < 2^64: numpy's uint64 product,
+    sum and remainder are exact, with nothing split and no numpy setting changed.
     """
 
     def __init__(self, num_perm: int = 128, seed: int = 1):
@@ -70,54 +72,24 @@ class MinHasher:
             raise ValueError(f"num_perm must be >= 1, got {num_perm}")
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
-        self.a = rng.integers(1, MERSENNE_61, size=num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, MERSENNE_61, size=num_perm, dtype=np.uint64)
-        self._a_hi = self.a >> np.uint64(31)              # < 2^30
-        self._a_lo = self.a & np.uint64((1 << 31) - 1)    # < 2^31
+        self.a = rng.integers(1, MINHASH_PRIME, size=num_perm, dtype=np.uint64)
+        self.b = rng.integers(0, MINHASH_PRIME, size=num_perm, dtype=np.uint64)
 
-    def signature(self, shingles: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """The MinHash signature of one set of 32-bit shingle hashes: shape (num_perm,).
+    def signature(self, shingles: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """The MinHash signature of one set of shingle hashes below p: shape (num_perm,).
 
-        a x = a_hi x 2^31 + a_lo x, and with y = a_hi x = y_hi 2^30 + y_lo (y_hi < 2^32):
-        y 2^31 = y_hi 2^61 + y_lo 2^31 = y_hi + y_lo 2^31 (mod p), because 2^61 = 1 (mod p).
-        So z = a_lo x + b + y_hi + y_lo 2^31 < 2^64 never overflows, and one fold of z's bits
-        above 61 onto the low bits, plus one conditional subtraction, gives z mod p.
-        The work is done in blocks of `chunk` shingles with preallocated (num_perm, chunk)
-        buffers: each permutation's constants broadcast along a contiguous row, the minimum
-        runs along it, and numpy allocates nothing per step.
+        The set is hashed in blocks of `chunk` shingles, so memory stays (num_perm, chunk).
         """
-        p, s30, s31, s61 = np.uint64(MERSENNE_61), np.uint64(30), np.uint64(31), np.uint64(61)
-        m30 = np.uint64((1 << 30) - 1)
-        a_lo, a_hi, b = self._a_lo[:, None], self._a_hi[:, None], self.b[:, None]  # (num_perm, 1)
-        x_all = np.asarray(shingles, dtype=np.uint64)
-        sig = np.full(self.num_perm, MERSENNE_61, dtype=np.uint64)  # the empty set's signature
-        cols = max(1, min(chunk, len(x_all)))
-        z, t, u = (np.empty((self.num_perm, cols), dtype=np.uint64) for _ in range(3))
-        # numpy runs a broadcasting ufunc through an internal buffer (8192 elements) when a row
-        # is shorter than that buffer; a buffer no longer than a row (numpy wants a multiple of
-        # 16) avoids those copies and makes this loop about 1.4x faster. Restored on the way out.
-        old_bufsize = np.setbufsize(max(16, cols - cols % 16))
-        try:
-            for i in range(0, len(x_all), chunk):
-                x = x_all[None, i : i + chunk]                        # (1, n)
-                n = x.shape[1]
-                zz, tt, uu = z[:, :n], t[:, :n], u[:, :n]             # (num_perm, n) each
-                np.multiply(a_lo, x, out=zz)                          # a_lo x < 2^63
-                zz += b                                               # < 2^63 + 2^61
-                np.multiply(a_hi, x, out=tt)                          # y = a_hi x < 2^62
-                np.right_shift(tt, s30, out=uu)
-                zz += uu                                              # + y_hi
-                tt &= m30
-                tt <<= s31
-                zz += tt                                              # + y_lo 2^31: z < 2^64
-                np.right_shift(zz, s61, out=tt)
-                zz &= p
-                zz += tt                                              # fold: z < p + 8
-                np.subtract(zz, p, out=tt)                            # wraps to a huge value if z < p
-                np.minimum(zz, tt, out=zz)                            # z mod p
-                np.minimum(sig, zz.min(axis=1), out=sig)
-        finally:
-            np.setbufsize(old_bufsize)
+        x = np.asarray(shingles, dtype=np.uint64)
+        if x.size and int(x.max()) >= MINHASH_PRIME:
+            raise ValueError(f"shingle hashes must be below p = {MINHASH_PRIME}, got {int(x.max())}: "
+                             "make them with shingle_hashes, or reduce them mod p first")
+        p = np.uint64(MINHASH_PRIME)
+        a, b = self.a[:, None], self.b[:, None]                       # (num_perm, 1)
+        sig = np.full(self.num_perm, MINHASH_PRIME, dtype=np.uint64)  # the empty set's: above every hash
+        for i in range(0, len(x), chunk):
+            h = (a * x[None, i : i + chunk] + b) % p                  # (num_perm, block), exact
+            sig = np.minimum(sig, h.min(axis=1))
         return sig
 
     def signatures(self, shingle_sets: list[np.ndarray]) -> np.ndarray:
