@@ -40,7 +40,9 @@ def shingle_hashes(text: str, k: int = 5, cache: dict | None = None) -> np.ndarr
     Words are lower-cased runs of letters and digits, so punctuation and line wrapping do not
     matter. Each distinct word is hashed once (`cache` can share that work between texts);
     a k-gram's hash combines its words' hashes with 64-bit arithmetic, then keeps the top 32
-    bits, reduced mod MINHASH_PRIME (5 of the 2^32 values are above it).
+    bits, reduced mod MINHASH_PRIME (5 of the 2^32 values are above it). Every word's hash is
+    multiplied by M before the top bits are taken: a word added last, unmultiplied, would reach
+    them only through a carry, and k-grams differing only in their last word would collide.
     """
     cache = {} if cache is None else cache
     words = _WORD.findall(text.lower())
@@ -52,8 +54,8 @@ def shingle_hashes(text: str, k: int = 5, cache: dict | None = None) -> np.ndarr
     word_hashes = np.fromiter(map(cache.__getitem__, words), np.uint64, len(words))
     n = len(words) - k + 1
     h = np.zeros(n, dtype=np.uint64)
-    for j in range(k):  # h = (...((w0 * M + w1) * M + w2)...), wrapping modulo 2^64
-        h = h * np.uint64(0x9E3779B97F4A7C15) + word_hashes[j : n + j]
+    for j in range(k):  # h = (...((w0 * M + w1) * M + w2) * M...) * M, wrapping modulo 2^64
+        h = (h + word_hashes[j : n + j]) * np.uint64(0x9E3779B97F4A7C15)
     h = (h >> np.uint64(32)) % np.uint64(MINHASH_PRIME)  # the top 32 bits are the best mixed
     h = np.sort(h.astype(np.uint32))  # sorted, the duplicates sit side by side (np.unique is slower)
     return h[np.r_[True, h[1:] != h[:-1]]].astype(np.uint64)

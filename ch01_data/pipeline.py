@@ -124,7 +124,7 @@ def split_documents(docs: list[dict], val_fraction: float) -> dict[str, list[dic
     return splits
 
 
-REPORT_VERSION = 3  # bump when the pipeline changes what it writes; load_documents rebuilds
+REPORT_VERSION = 4  # bump when the pipeline changes what it writes; load_documents rebuilds
 SPLITS = ("train", "val")
 
 

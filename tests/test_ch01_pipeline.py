@@ -204,10 +204,17 @@ def test_shingle_hashes_match_a_python_reference():
     for i in range(len(words) - 4):
         h = 0
         for w in wh[i : i + 5]:
-            h = (h * 0x9E3779B97F4A7C15 + w) % 2**64
+            h = (h + w) * 0x9E3779B97F4A7C15 % 2**64
         expected.add((h >> 32) % MINHASH_PRIME)
     got = shingle_hashes(text)
     assert got.dtype == np.uint64 and got.tolist() == sorted(expected)
+
+
+def test_shingles_differing_only_in_their_last_word_do_not_collide():
+    """Each word's hash is multiplied into the top 32 bits, the last one's too: 500 5-grams that
+    share their first four words and end in 500 different words get 500 different hashes."""
+    hashes = [int(shingle_hashes(f"the cat sat on w{i}")[0]) for i in range(500)]
+    assert len(set(hashes)) == 500
 
 
 def _sets_with_jaccard(rng, size, j):
