@@ -54,7 +54,7 @@ def shingle_hashes(text: str, k: int = 5, cache: dict | None = None) -> np.ndarr
     word_hashes = np.fromiter(map(cache.__getitem__, words), np.uint64, len(words))
     n = len(words) - k + 1
     h = np.zeros(n, dtype=np.uint64)
-    for j in range(k):  # h = (...((w0 * M + w1) * M + w2) * M...) * M, wrapping modulo 2^64
+    for j in range(k):  # h = ((((w0 M + w1) M + w2) M + w3) M + w4) M for k = 5, M odd, modulo 2^64
         h = (h + word_hashes[j : n + j]) * np.uint64(0x9E3779B97F4A7C15)
     h = (h >> np.uint64(32)) % np.uint64(MINHASH_PRIME)  # the top 32 bits are the best mixed
     h = np.sort(h.astype(np.uint32))  # sorted, the duplicates sit side by side (np.unique is slower)
