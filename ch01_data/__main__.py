@@ -1,6 +1,6 @@
 """`python -m ch01_data build --out DIR [--input FOLDER]`: build the chapter's corpus."""
 import sys
 
-from .data import main
+from .pipeline import main
 
 sys.exit(main())

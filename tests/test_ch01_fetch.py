@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from ch01_data.data import load_manifest
+from ch01_data.sources import load_manifest
 from ch01_data.fetch import ChecksumError, DownloadError, atomic_open, fetch, write_atomic
 
 PAYLOAD = b"It was a dark and stormy night.\n"

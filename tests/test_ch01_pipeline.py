@@ -6,13 +6,41 @@ import sys
 import numpy as np
 import pytest
 
-from ch01_data.data import (
-    END_MARKERS, START_MARKERS, CorpusConfig, MinHasher, QualityConfig, UnionFind,
-    all_pairs_jaccard, binary_reason, build_corpus, candidate_probability, choose_bands_rows,
-    collapse_blank_lines, decode_text, jaccard, load_documents, lsh_candidates, normalize_newlines,
-    normalize_unicode, quality_reasons, shingle_hashes, split_documents, split_of,
-    strip_gutenberg, strip_illustration_tags, strip_producer_credits,
+from ch01_data.clean import (
+    END_MARKERS, START_MARKERS, binary_reason, collapse_blank_lines, decode_text, normalize_newlines,
+    normalize_unicode, strip_gutenberg, strip_illustration_tags, strip_producer_credits,
 )
+from ch01_data.dedup import (
+    MINHASH_PRIME, MinHasher, UnionFind, all_pairs_jaccard, candidate_probability, choose_bands_rows, jaccard,
+    lsh_candidates, shingle_hashes,
+)
+from ch01_data.pipeline import CorpusConfig, build_corpus, load_documents, split_documents, split_of
+from ch01_data.quality import QualityConfig, quality_reasons
+
+CH01_MODULES = ("fetch", "sources", "clean", "quality", "dedup", "pipeline")
+
+
+def test_package_reexports_every_public_name_and_modules_import_only_earlier_ones():
+    """`from ch01_data import X` works for every public X, and no module imports a later one."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import ch01_data
+
+    for k, name in enumerate(CH01_MODULES):
+        module = importlib.import_module(f"ch01_data.{name}")
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        defined = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                   if isinstance(t, ast.Name)}
+        defined |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        public = {n for n in defined if not n.startswith("_")}
+        assert public <= set(ch01_data.__all__), f"{name}.py: not re-exported: {sorted(public - set(ch01_data.__all__))}"
+        assert all(getattr(ch01_data, n) is getattr(module, n) for n in public)
+        imported = {node.module.split(".")[1] for node in tree.body if isinstance(node, ast.ImportFrom)
+                    and node.module and node.module.startswith("ch01_data.")}
+        assert imported <= set(CH01_MODULES[:k]), f"{name}.py imports a later module: {imported}"
+
 
 def prose(n_sentences: int, seed: int = 0) -> str:
     """Varied made-up English-like sentences (one paragraph each), so no filter fires."""
@@ -133,30 +161,39 @@ def test_config_validation_names_the_field():
 
 # ---------------------------------------------------------------- MinHash and LSH
 
+def test_minhash_prime_keeps_the_arithmetic_inside_uint64():
+    p = MINHASH_PRIME
+    assert p == 2**32 - 5 and all(p % d for d in range(2, 65537))  # prime: no divisor up to sqrt(p)
+    assert (p - 1) * (p - 1) + (p - 1) < 2**64  # the largest a x + b never wraps around
+
+
 def test_signature_is_exact_universal_hashing():
+    """Exact against arbitrary-precision Python ints, at the edges of the range and across blocks."""
+    p = MINHASH_PRIME
     mh = MinHasher(16, seed=3)
-    x = np.array([0, 1, 2**31, 2**32 - 1, 123456789], dtype=np.uint64)
-    p = (1 << 61) - 1
+    assert all(1 <= a < p for a in mh.a.tolist()) and all(0 <= b < p for b in mh.b.tolist())
+    x = np.array([0, 1, 2**31, p - 2, p - 1, 123456789], dtype=np.uint64)
     expected = [min((a * v + b) % p for v in x.tolist()) for a, b in zip(mh.a.tolist(), mh.b.tolist())]
     assert mh.signature(x).tolist() == expected
     assert mh.signature(x, chunk=2).tolist() == expected  # the blocks do not change the result
-
-
-
-def test_signature_matches_python_ints_across_blocks():
-    """Exact against arbitrary-precision ints, on a set spanning several blocks and a short last one."""
+    # a large set, spanning several blocks and a short last one
     mh = MinHasher(24, seed=5)
-    x = np.unique(np.random.default_rng(5).integers(0, 2**32, size=2500, dtype=np.uint64))
-    x = np.concatenate([x, np.array([0, 2**32 - 1], dtype=np.uint64)])
-    p = (1 << 61) - 1
+    x = np.unique(np.random.default_rng(5).integers(0, p, size=2500, dtype=np.uint64))
+    x = np.concatenate([x, np.array([0, p - 1], dtype=np.uint64)])
     expected = [min((a * v + b) % p for v in x.tolist()) for a, b in zip(mh.a.tolist(), mh.b.tolist())]
-    for chunk in (1024, 1000, 7, 5000):
+    for chunk in (4096, 1000, 7, 5000):
         assert mh.signature(x, chunk=chunk).tolist() == expected
-    assert np.getbufsize() == 8192  # the signature's numpy buffer setting does not leak out
+
+
+def test_signature_of_the_empty_set_and_hashes_out_of_range():
+    mh = MinHasher(8, seed=1)
+    assert mh.signature(np.zeros(0, dtype=np.uint64)).tolist() == [MINHASH_PRIME] * 8  # above every hash
+    with pytest.raises(ValueError, match="below p"):
+        mh.signature(np.array([5, MINHASH_PRIME], dtype=np.uint64))
 
 
 def test_shingle_hashes_match_a_python_reference():
-    """Word hashes (blake2b, 32 bits) combined in Python ints modulo 2^64, top 32 bits, as a set."""
+    """Word hashes (blake2b, 32 bits) combined in Python ints modulo 2^64, top 32 bits mod p, as a set."""
     import hashlib
     import re
 
@@ -167,15 +204,23 @@ def test_shingle_hashes_match_a_python_reference():
     for i in range(len(words) - 4):
         h = 0
         for w in wh[i : i + 5]:
-            h = (h * 0x9E3779B97F4A7C15 + w) % 2**64
-        expected.add(h >> 32)
+            h = (h + w) * 0x9E3779B97F4A7C15 % 2**64
+        expected.add((h >> 32) % MINHASH_PRIME)
     got = shingle_hashes(text)
     assert got.dtype == np.uint64 and got.tolist() == sorted(expected)
 
+
+def test_shingles_differing_only_in_their_last_word_do_not_collide():
+    """Each word's hash is multiplied into the top 32 bits, the last one's too: 500 5-grams that
+    share their first four words and end in 500 different words get 500 different hashes."""
+    hashes = [int(shingle_hashes(f"the cat sat on w{i}")[0]) for i in range(500)]
+    assert len(set(hashes)) == 500
+
+
 def _sets_with_jaccard(rng, size, j):
-    """Two sets of 32-bit values with |A & B| / |A | B| = j exactly."""
+    """Two sets of shingle hashes (below p) with |A & B| / |A | B| = j exactly."""
     shared = round(2 * size * j / (1 + j))
-    pool = rng.choice(2**32, size=2 * size, replace=False).astype(np.uint64)
+    pool = rng.choice(MINHASH_PRIME, size=2 * size, replace=False).astype(np.uint64)
     a = np.sort(pool[:size])
     b = np.sort(np.concatenate([pool[:shared], pool[size : 2 * size - shared]]))
     return a, b
@@ -189,6 +234,15 @@ def test_minhash_estimate_is_close_to_exact_jaccard(j):
     sig = MinHasher(256, seed=7).signatures([a, b])
     estimate = (sig[0] == sig[1]).mean()
     assert abs(estimate - exact) < 0.1  # standard error sqrt(j(1-j)/256) <= 0.031
+
+
+@pytest.mark.parametrize("j", [0.1, 0.5, 0.9])
+def test_agreement_probability_is_close_to_jaccard(j):
+    """(a x + b) mod p is not a truly random permutation, so P(agree) = J only approximately:
+    over 4096 hash functions the agreement rate is within 4 standard errors (0.031) of J."""
+    a, b = _sets_with_jaccard(np.random.default_rng(1), 2000, j)
+    sig = MinHasher(4096, seed=11).signatures([a, b])
+    assert abs((sig[0] == sig[1]).mean() - jaccard(a, b)) < 4 * np.sqrt(0.25 / 4096)
 
 
 def test_minhash_agrees_with_datasketch_on_the_same_shingles():

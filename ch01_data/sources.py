@@ -1,0 +1,70 @@
+# Generated from ch01_data/ch01_data.ipynb by tools/export.py: edit the notebook, not this file.
+"""The raw files Chapter 1 builds from: the book's Gutenberg corpus (a manifest of URLs and sha256 sums), or a folder of .txt files."""
+from __future__ import annotations
+
+import csv
+import importlib.resources
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ch01_data.fetch import fetch
+
+# The corpus manifest ships inside the package: URLs and sha256 sums, never the data.
+MANIFEST = Path(str(importlib.resources.files("ch01_data") / "gutenberg_manifest.tsv"))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One raw file of the corpus, as the manifest describes it."""
+    sha256: str
+    bytes: int
+    url: str
+    author: str
+    title: str
+
+
+def load_manifest(path: Path = MANIFEST) -> list[Source]:
+    """Read a manifest TSV with the columns sha256, bytes, url, author, title."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [Source(r["sha256"], int(r["bytes"]), r["url"], r["author"], r["title"]) for r in rows]
+
+
+def fetch_corpus(manifest: list[Source] | None = None) -> list[tuple[Source, Path]]:
+    """Fetch every file of the manifest (default: the book's Gutenberg corpus)."""
+    sources = load_manifest() if manifest is None else manifest
+    return [(s, fetch(s.url, s.sha256)) for s in tqdm(sources, desc="fetching", unit="file", leave=False)]
+
+
+def _title(filename: str) -> str:
+    """A file name without .txt, with control characters (a few names hold a CR) as spaces."""
+    return " ".join(Path(filename).stem.split())
+
+
+def gather(input_dir: Path | str | None = None) -> list[dict]:
+    """The raw files to build from: the manifest's corpus, or every .txt under `input_dir`.
+
+    Each file is {"source": a stable relative name, "title", "path"}, sorted by source.
+    """
+    if input_dir is None:
+        files = []
+        for src, path in fetch_corpus():
+            # the source is the file's path in the Gutenberg_Text repository: "Author/Title.txt"
+            parts = urllib.parse.unquote(urllib.parse.urlparse(src.url).path).split("/")
+            files.append({"source": "/".join(parts[-2:]), "title": _title(parts[-1]), "path": path})
+    else:
+        root = Path(input_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"input folder {str(root)!r} does not exist or is not a folder; "
+                                    "pass --input a folder that holds .txt files")
+        files = [{"source": p.relative_to(root).as_posix(), "title": _title(p.name), "path": p}
+                 for p in root.rglob("*.txt") if p.is_file() or p.is_symlink()]
+    return sorted(files, key=lambda f: f["source"])
+
+
+def removal(item: dict, stage: str, reason: str) -> dict:
+    """The report's record of a file or document that a stage drops: its source, the stage, why."""
+    return {"source": item["source"], "stage": stage, "reason": reason}
