@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ch02_tokenization.tokenizer import (
+from ch02_tokenization import (
     BPETokenizer, SlidingWindowDataset, create_dataloader, encode_documents, load_token_file,
     sinusoidal_positions, write_token_file,
 )

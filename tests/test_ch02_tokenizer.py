@@ -1,4 +1,5 @@
-"""Chapter 2: BPE training and encoding, id-for-id equality with tiktoken's GPT-2, save/load, special tokens."""
+"""Chapter 2: BPE training and encoding, id-for-id equality with tiktoken's GPT-2 through both encoders
+(the plain one and `to_tiktoken()`), the tiktoken compatibility check, save/load, special tokens."""
 import json
 import random
 
@@ -8,10 +9,11 @@ import tiktoken
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ch01_data.data import fetch
-from ch02_tokenization.tokenizer import (
-    _GPT2_SPLIT_ASCII, ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, TokenizerConfig, TokenizerFileError, count_chunks, count_pairs, merge,
-    train_merges, train_merges_plain,
+from ch01_data import load_documents
+from ch01_data.fetch import fetch
+from ch02_tokenization import (
+    ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, TiktokenMismatchError, TokenizerConfig, TokenizerFileError,
+    count_chunks, count_pairs, load_book_tokenizer, merge, tiktoken_encoding, train_merges, train_merges_plain,
 )
 
 VERDICT = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/28c65cdfbc3338e2e040016eea4b7fdf556e4d57/"
@@ -92,19 +94,20 @@ def test_merge_ranks_give_the_training_segmentation(small, verdict):
 
 @pytest.mark.parametrize("case", HARD_CASES)
 def test_same_ids_as_tiktoken_on_hard_cases(gpt2, enc, case):
-    assert gpt2.encode(case, allowed_special="all") == enc.encode(case, allowed_special="all")
-    assert gpt2.encode_ordinary(case) == enc.encode_ordinary(case)
+    for ours in (gpt2, gpt2.to_tiktoken()):  # the plain encoder, and our merges run by tiktoken
+        assert ours.encode(case, allowed_special="all") == enc.encode(case, allowed_special="all")
+        assert ours.encode_ordinary(case) == enc.encode_ordinary(case)
     assert gpt2.decode(gpt2.encode_ordinary(case)) == case
 
 
 def test_same_ids_as_tiktoken_on_corpus_sample(gpt2, enc):
-    from ch01_data.data import load_documents
     docs = load_documents("val")
     rng = random.Random(0)
     for d in docs[:4]:  # a sample of 4 x 40,000 characters keeps the test fast; the notebook checks them all
         start = rng.randrange(max(1, len(d["text"]) - 40_000))
         text = d["text"][start:start + 40_000]
         assert gpt2.encode_ordinary(text) == enc.encode_ordinary(text), d["id"]
+        assert gpt2.to_tiktoken().encode_ordinary(text) == enc.encode_ordinary(text), d["id"]
 
 
 def test_encoding_cache_gives_the_same_ids(gpt2, enc, verdict):
@@ -117,9 +120,10 @@ def test_encoding_cache_gives_the_same_ids(gpt2, enc, verdict):
 @given(st.text())
 def test_round_trip_and_tiktoken_on_arbitrary_unicode(gpt2, enc, small, text):
     ids = gpt2.encode_ordinary(text)
-    assert ids == enc.encode_ordinary(text)
+    assert ids == enc.encode_ordinary(text) == gpt2.to_tiktoken().encode_ordinary(text)
     assert gpt2.decode(ids) == text
     assert small.decode(small.encode_ordinary(text)) == text
+    assert small.to_tiktoken().encode_ordinary(text) == small.encode_ordinary(text)
 
 
 _spacey = st.text(alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\u00a0\u2003\u3000\x1c\x85ab1.'é😀")), max_size=40)
@@ -128,37 +132,8 @@ _spacey = st.text(alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\u00a0\u2003\u30
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_spacey)
 def test_tiktoken_on_whitespace_heavy_text(gpt2, enc, text):
-    # Whitespace decides where GPT-2's regex cuts; the encoder's fast path relies on that rule.
-    assert gpt2.encode_ordinary(text) == enc.encode_ordinary(text)
-
-
-_ascii_text = st.text(alphabet=st.characters(max_codepoint=127), max_size=60) | st.text(
-    alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\x1c\x1f'sdmtlvrea1Z_.!-")), max_size=40)
-
-
-def test_ascii_split_pattern_has_gpt2s_character_classes():
-    # The fast `re` spelling of GPT-2's pattern is only valid if, on ASCII, its classes are regex's.
-    import re
-    import regex
-    for unicode_class, ascii_class in ((r"\s", r"\s"), (r"\p{L}", "[A-Za-z]"), (r"\p{N}", "[0-9]")):
-        for ch in map(chr, range(128)):
-            assert bool(regex.fullmatch(unicode_class, ch)) == bool(re.fullmatch(ascii_class, ch, re.ASCII)), (unicode_class, ch)
-
-
-@settings(max_examples=300, deadline=None)
-@given(_ascii_text)
-def test_ascii_split_pattern_finds_gpt2s_chunks(text):
-    import regex
-    assert _GPT2_SPLIT_ASCII.findall(text) == regex.findall(GPT2_SPLIT_PATTERN, text)
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(_ascii_text | st.text(max_size=20), max_size=8))
-def test_fresh_tokenizer_mixing_ascii_and_unicode_pieces(gpt2, enc, parts):
-    # A fresh tokenizer (empty cache) sends ASCII and non-ASCII pieces down different paths.
-    text = " ".join(parts)
-    fresh = BPETokenizer(gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
-    assert fresh.encode_ordinary(text) == enc.encode_ordinary(text)
+    # Whitespace decides where GPT-2's regex cuts: `regex` and tiktoken's fancy-regex must cut alike.
+    assert gpt2.encode_ordinary(text) == enc.encode_ordinary(text) == gpt2.to_tiktoken().encode_ordinary(text)
 
 
 def test_decode_handles_split_multibyte_characters(small):
@@ -233,43 +208,95 @@ def test_load_errors(small, tmp_path):
 
 
 def test_encoding_cache_limit_keeps_ids_exact(enc, verdict, monkeypatch):
-    import ch02_tokenization.tokenizer as module
-    monkeypatch.setattr(module, "_CACHE_LIMIT", 50)  # forces the cache to be cleared on every call
+    import ch02_tokenization.bpe as module
+    monkeypatch.setattr(module, "_CACHE_LIMIT", 50)  # forces the cache to be cleared again and again
     tok = BPETokenizer.gpt2()
     for start in range(0, 6000, 1000):
         text = verdict[start:start + 1500]
         assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
+        assert len(tok._cache) <= 50
 
 
-@pytest.mark.parametrize("min_chunks", [1, 16, 10**9])  # numpy to the end, the default hand-off, plain loop only
-def test_batched_bpe_equals_the_plain_loop(gpt2, small, verdict, monkeypatch, min_chunks):
-    # The fast encoder merges many chunks at once with numpy, handing the last few to the plain merge loop;
-    # `_bpe`, one chunk at a time, is the reference.
-    import ch02_tokenization.tokenizer as module
-    monkeypatch.setattr(module, "_BATCH_MIN_CHUNKS", min_chunks)
-    chunks = list(count_chunks([verdict, *HARD_CASES, "aaaaaaa bbbbbbbbbb ---------- ...... 1111111111"]))
-    for tok in (gpt2, small):
-        fresh = BPETokenizer(tok.merges, tok.special_tokens, tok.byte_ids)
-        assert fresh._bpe_batch(chunks) == ["".join(map(chr, fresh._bpe(c))) for c in chunks]
-        assert fresh._bpe_batch([]) == [] and fresh._bpe_batch([""]) == [""]
+def test_to_tiktoken_is_built_once_and_matches_the_reference(gpt2):
+    fast = gpt2.to_tiktoken()
+    assert gpt2.to_tiktoken() is fast  # cached on the tokenizer
+    assert fast.n_vocab == gpt2.vocab_size and fast.eot_token == gpt2.eot_id
+    assert fast.decode_single_token_bytes(256) == gpt2.token_bytes(256)
 
 
-def test_text_holding_the_internal_separator_still_matches_tiktoken(gpt2, enc):
-    # New pieces are joined with " \U0010ffff" internally; a text that contains that character takes another path.
-    text = "a \U0010ffff b\U0010ffff, c \U0010ffffd and more words"
-    fresh = BPETokenizer(gpt2.merges, gpt2.special_tokens, gpt2.byte_ids)
-    assert fresh.encode_ordinary(text) == enc.encode_ordinary(text)
-    assert fresh.encode_ordinary("x " + text) == enc.encode_ordinary("x " + text)
+def _unchecked_encoding(tok: BPETokenizer):
+    # What to_tiktoken would build without its check.
+    return tiktoken.Encoding(name="unchecked", pat_str=tok.pattern, special_tokens={},
+                             mergeable_ranks={tok.token_bytes(i): i for i in range(tok.vocab_size)})
 
 
-def test_other_pattern_encodes_chunk_by_chunk(gpt2, monkeypatch):
-    # A pattern other than GPT-2's skips the word-piece cut: its chunks are cached directly, the separator
-    # chunk " \U0010ffff" included (the GPT-2 path's chunk cache reserves that one).
-    import ch02_tokenization.tokenizer as module
+def test_merges_tiktoken_would_apply_differently_are_refused():
+    # abc is made from ab + c, but BPE on b"abc" merges b c first and stops at a + bc, which is no merge.
+    a, b, c = b"abc"
+    bad = BPETokenizer([(b, c), (a, b), (257, c)])
+    with pytest.raises(TiktokenMismatchError, match=r"token 258 \(b'abc'"):
+        bad.to_tiktoken()
+    # ...and the refusal is needed: tiktoken merges a + bc because the joined bytes spell a token.
+    assert bad.encode("abcd") == [a, 256, ord("d")]
+    assert _unchecked_encoding(bad).encode("abcd") == [258, ord("d")]
+
+
+def test_two_merges_spelling_the_same_bytes_are_refused():
+    a, b, c = b"abc"
+    dup = BPETokenizer([(a, b), (256, c), (b, c), (a, 258)])  # 257 = ab + c and 259 = a + bc: both b"abc"
+    assert dup.token_bytes(257) == dup.token_bytes(259) == b"abc"
+    with pytest.raises(TiktokenMismatchError, match="token 259"):
+        tiktoken_encoding(dup)
+
+
+_small_alphabet = st.text(alphabet=st.sampled_from(list("aab c\n")), max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_small_alphabet, min_size=1, max_size=4), st.integers(1, 40), st.lists(_small_alphabet, max_size=5),
+       st.sampled_from([GPT2_SPLIT_PATTERN, r" ?\S+|\s+", r"[\s\S]+"]))
+def test_trained_merges_always_pass_the_check_and_tiktoken_agrees(texts, n_merges, probes, pattern):
+    # The notebook's argument: a merge list from our trainer always passes, so tiktoken gives our ids.
+    # Small alphabets make tokens with several spellings (aa+b, a+ab) common.
+    tok = BPETokenizer.train(texts, vocab_size=256 + n_merges + 1, pattern=pattern)
+    fast = tok.to_tiktoken()
+    for probe in [*texts, *probes]:
+        assert fast.encode_ordinary(probe) == tok.encode_ordinary(probe)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1, max_size=8),
+       st.lists(st.text(alphabet="abc", min_size=1, max_size=12), min_size=1, max_size=10))
+def test_any_merge_list_that_passes_the_check_gives_tiktokens_ids(picks, probes):
+    # Random merge lists over three letters: many fail the check; every one that passes must agree.
+    letters, merges = list(b"abc"), []
+    for r, (i, j) in enumerate(picks):
+        ids = letters + list(range(256, 256 + r))
+        merges.append((ids[i % len(ids)], ids[j % len(ids)]))
+    tok = BPETokenizer(merges, pattern=r"[\s\S]+")
+    try:
+        fast = tok.to_tiktoken()
+    except TiktokenMismatchError:
+        return
+    for probe in probes:
+        assert fast.encode_ordinary(probe) == tok.encode_ordinary(probe)
+
+
+def test_book_tokenizer_through_tiktoken_equals_the_plain_encoder():
+    tok = load_book_tokenizer()  # trained on the first call (about 20 s), then read from the data home
+    fast = tok.to_tiktoken()
+    rng = random.Random(1)
+    for d in load_documents("val")[:4]:
+        start = rng.randrange(max(1, len(d["text"]) - 40_000))
+        text = d["text"][start:start + 40_000]
+        assert fast.encode_ordinary(text) == tok.encode_ordinary(text), d["id"]
+    for case in HARD_CASES:
+        assert fast.encode(case, allowed_special="all") == tok.encode(case, allowed_special="all"), case
+
+
+def test_other_pattern_through_both_encoders(gpt2):
     pattern = r" ?\S+|\s+"
     tok = BPETokenizer(gpt2.merges, gpt2.special_tokens, gpt2.byte_ids, pattern=pattern)
-    text = "a \U0010ffff b c  d\n e a b"
-    expected = [i for chunk in regex.findall(pattern, text) for i in tok._bpe(chunk)]
-    assert tok.encode_ordinary(text) == expected and tok.encode_ordinary(text) == expected
-    monkeypatch.setattr(module, "_CACHE_LIMIT", 3)  # cleared on every call
-    assert tok.encode_ordinary(text) == expected and tok.encode_ordinary(text) == expected
+    text = "a b c  d\n e a b, naïve   café!!"
+    expected = [i for chunk in regex.findall(pattern, text) for i in tok._bpe(chunk.encode("utf-8"))]
+    assert tok.encode_ordinary(text) == expected == tok.to_tiktoken().encode_ordinary(text)
