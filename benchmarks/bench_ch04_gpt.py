@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ch04_gpt_model.model import GPTConfig, GPTModel, generate, load_hf_gpt2
+from ch04_gpt_model import GPTConfig, GPTModel, generate, load_hf_gpt2
 from ch05_pretraining import PRESETS  # the tiny preset whose generation speed matters most
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ch04_gpt.txt"

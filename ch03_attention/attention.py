@@ -153,15 +153,19 @@ def attention(
     key_padding_mask: Tensor | None = None,
     dropout_p: float = 0.0,
     use_sdpa: bool = True,
-) -> Tensor:
+    need_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Scaled dot-product attention softmax(q k^T / sqrt(head_dim)) v, explicit or through PyTorch's fused kernel.
 
     q: (batch, heads, q_len, head_dim); k, v: (batch, heads, kv_len, head_dim) with kv_len >= q_len.
     Returns (batch, heads, q_len, head_dim). Masking follows `attention_mask`. A query whose keys are
     all masked (a left-padding position under causal masking) gets an output of exactly zero instead of
     NaN; every other row is exact. dropout_p > 0 drops attention weights (pass 0.0 in eval mode).
-    use_sdpa=False materialises the (q_len, kv_len) weights, which is what the chapter teaches and
-    what a heatmap needs; use_sdpa=True (the default, faster) calls F.scaled_dot_product_attention.
+    use_sdpa=False materialises the (q_len, kv_len) weights, which is what the chapter teaches;
+    use_sdpa=True (the default) calls F.scaled_dot_product_attention, which never materialises them.
+    need_weights=True returns (output, weights), the weights (batch, heads, q_len, kv_len) that multiplied v
+    (after dropout; zero on masked keys and on rows with nothing to see). It always takes the explicit path,
+    whatever use_sdpa says, because SDPA has no weights to return (torch.nn.MultiheadAttention does the same).
     """
     q_len, kv_len = q.shape[-2], k.shape[-2]
     mask = attention_mask(q_len, kv_len, causal=causal, key_padding_mask=key_padding_mask, device=q.device)
@@ -171,7 +175,7 @@ def attention(
         # that leak into k and v). Let such rows see every key, then zero their output.
         empty_rows = ~mask.any(dim=-1, keepdim=True)  # (batch, 1, q_len, 1)
         mask = mask | empty_rows
-    if use_sdpa:
+    if use_sdpa and not need_weights:
         if mask is not None and key_padding_mask is None and q_len == kv_len:
             # Plain causal self-attention: let the kernel build the mask itself (its fast path).
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
@@ -187,6 +191,8 @@ def attention(
         out = weights @ v  # (batch, heads, q_len, head_dim)
     if empty_rows is not None:
         out = out.masked_fill(empty_rows, 0.0)
+    if need_weights:
+        return out, weights if empty_rows is None else weights.masked_fill(empty_rows, 0.0)
     return out
 
 
@@ -196,6 +202,7 @@ class MultiHeadAttention(nn.Module):
     `qkv` maps d_in -> 3 * d_out (queries, keys, values side by side); `out_proj` maps d_out -> d_out.
     dropout is the probability of dropping attention weights in training mode; use_sdpa picks the
     kernel (see `attention`). key_padding_mask: bool (batch, seq), True for real tokens.
+    forward(x, need_weights=True) also returns the attention weights (batch, heads, seq, seq), from the explicit path.
     """
 
     def __init__(
@@ -229,7 +236,9 @@ class MultiHeadAttention(nn.Module):
         b, _, t, _ = x.shape
         return x.transpose(1, 2).contiguous().view(b, t, self.d_out)
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         _check_length(x.shape[1], self.context_length)
         q, k, v = self.qkv(x).split(self.d_out, dim=-1)  # 3 x (batch, seq, d_out)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (batch, heads, seq, head_dim)
@@ -239,7 +248,11 @@ class MultiHeadAttention(nn.Module):
             key_padding_mask=key_padding_mask,
             dropout_p=self.dropout if self.training else 0.0,
             use_sdpa=self.use_sdpa,
+            need_weights=need_weights,
         )
+        if need_weights:
+            context, weights = context
+            return self.out_proj(self.merge_heads(context)), weights
         return self.out_proj(self.merge_heads(context))
 
 

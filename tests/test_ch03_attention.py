@@ -97,10 +97,13 @@ def test_matches_hugging_face_gpt2_attention():
         ours.out_proj.bias.copy_(hf.c_proj.bias)
     x = torch.randn(2, 11, 32)
     causal = torch.full((11, 11), float("-inf")).triu(1)[None, None]  # HF expects the model to pass the mask
-    expected = hf(x, attention_mask=causal)[0]
+    expected, expected_weights = hf(x, attention_mask=causal)[:2]  # eager attention also returns its weights
     for use_sdpa in (False, True):
         ours.use_sdpa = use_sdpa
         torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-4)
+        out, weights = ours(x, need_weights=True)  # the weights come from the explicit path either way
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weights, expected_weights, atol=1e-6, rtol=1e-5)
 
 
 # --- 3.6 explicit == SDPA, forward and gradients ---------------------------------------------------
@@ -147,6 +150,33 @@ def test_padded_keys_get_zero_weight_and_empty_rows_are_zero():
     v2[:, :, :2] += 100.0
     out2 = attention(q, k, v2, key_padding_mask=pad, use_sdpa=False)
     torch.testing.assert_close(out2[:, :, 2:], out[:, :, 2:])
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+@pytest.mark.parametrize("q_len,kv_len", [(5, 5), (2, 5)])
+def test_need_weights_returns_the_weights_that_multiplied_v(use_sdpa, q_len, kv_len):
+    q, k, v = qkv(b=2, q_len=q_len, kv_len=kv_len)
+    pad = torch.ones(2, kv_len, dtype=torch.bool)
+    pad[0, :4] = False  # sequence 0: queries at positions 0..3 see only padding
+    out, weights = attention(q, k, v, key_padding_mask=pad, use_sdpa=use_sdpa, need_weights=True)
+    assert weights.shape == (2, 3, q_len, kv_len)
+    torch.testing.assert_close(out, attention(q, k, v, key_padding_mask=pad, use_sdpa=True))  # same output as SDPA
+    torch.testing.assert_close(weights @ v, out)  # they are the weights of the output
+    visible = attention_mask(q_len, kv_len, key_padding_mask=pad).expand_as(weights)
+    assert (weights[~visible] == 0).all()  # future and padded keys get exactly zero
+    sums = weights.sum(dim=-1)
+    empty = ~visible.any(dim=-1)  # rows with nothing to see are all zero, the others sum to one
+    assert (sums[empty] == 0).all()
+    torch.testing.assert_close(sums[~empty], torch.ones_like(sums[~empty]))
+    assert empty.any()  # sequence 0 has such rows (query 3 sees keys 0..3, all padding)
+
+
+def test_need_weights_with_dropout_returns_the_dropped_weights():
+    q, k, v = qkv(b=1, q_len=6, kv_len=6)
+    torch.manual_seed(3)
+    out, weights = attention(q, k, v, dropout_p=0.5, use_sdpa=False, need_weights=True)
+    assert (weights == 0).sum() > (attention(q, k, v, use_sdpa=False, need_weights=True)[1] == 0).sum()
+    torch.testing.assert_close(weights @ v, out)
 
 
 def test_kv_cache_queries_sit_at_the_end():

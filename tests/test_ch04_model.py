@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ch03_attention.attention import MultiHeadAttention
-from ch04_gpt_model.model import (
+from ch04_gpt_model import (
     GPT2_124M,
     LLAMA_STYLE_124M,
     CheckpointMismatchError,
@@ -232,8 +232,6 @@ def test_forward_rejects_long_inputs_and_bad_ids():
         model(torch.tensor([[-1, 2]]))
     with pytest.raises(ValueError, match="int64"):
         model(torch.zeros(1, 3, dtype=torch.int32))
-    with pytest.raises(ValueError, match="context_length"):
-        generate(model, torch.zeros(1, 40, dtype=torch.long), 9)
 
 
 def test_get_device():
@@ -306,6 +304,55 @@ def test_batched_generation_equals_one_by_one_and_stops_at_eos(name, use_cache):
         else:
             assert row == alone
     assert stopped >= 1
+
+
+def crop_and_predict(model: GPTModel, idx: torch.Tensor, n: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The plain loop of nanoGPT and Raschka's book: crop to the context, predict greedily, append."""
+    ctx = model.cfg.context_length
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(idx[:, -ctx:], None if mask is None else mask[:, -ctx:])[:, -1]
+            idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("prompt_len", [5, 48, 60])  # shorter than, as long as, and longer than the context of 48
+def test_generation_past_the_context_crops_like_the_plain_loop(name, prompt_len):
+    model = model_for(name)
+    torch.manual_seed(3)
+    prompt = torch.randint(0, 97, (2, prompt_len))
+    expected = crop_and_predict(model, prompt, 70)  # up to 130 tokens through a context of 48
+    for use_cache in (True, False):
+        assert torch.equal(generate(model, prompt, 70, use_cache=use_cache), expected)
+
+
+def test_generation_past_the_context_with_left_padding():
+    model = model_for("llama-gqa")
+    torch.manual_seed(4)
+    idx = torch.randint(0, 97, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, :12] = False  # the second prompt is 18 tokens, left-padded
+    expected = crop_and_predict(model, idx, 40, mask)
+    for use_cache in (True, False):
+        assert torch.equal(generate(model, idx, 40, use_cache=use_cache, attention_mask=mask), expected)
+
+
+def test_full_cache_is_refilled_from_the_window():
+    model = model_for("gpt2")
+    calls = []
+    forward = model.forward
+
+    def spy(idx, attention_mask=None, cache=None):
+        calls.append((idx.shape[1], None if cache is None else cache.length))
+        return forward(idx, attention_mask, cache)
+
+    model.forward = spy
+    generate(model, torch.randint(0, 97, (1, 40)), 12)
+    # prefill 40, then one token at a time until the cache holds 48, then the 48-token window from an empty cache
+    assert calls == [(40, 0)] + [(1, n) for n in range(40, 48)] + [(48, 0)] * 3
 
 
 def test_generation_stops_when_every_row_is_finished():
