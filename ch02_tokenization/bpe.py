@@ -13,7 +13,7 @@ from typing import AbstractSet, Literal
 import regex
 import tiktoken
 
-from ch01_data import load_documents
+from ch01_data.pipeline import load_documents
 from ch01_data.fetch import data_home, fetch, write_atomic
 from ch02_tokenization.bpe_train import ENDOFTEXT, GPT2_SPLIT_PATTERN, count_chunks, merge, train_merges
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ch02_tokenization import sinusoidal_positions
+from ch02_tokenization.embeddings import sinusoidal_positions
 from ch03_attention.attention import MultiHeadAttention, attention
 from ch04_gpt_model.config import GPTConfig
 from ch04_gpt_model.kv_cache import KVCache
