@@ -37,6 +37,9 @@ def generate(
     ctx = model.cfg.context_length
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if idx.dim() != 2 or t == 0:
+        raise ValueError(f"idx must be (batch, seq) with at least one prompt token per row, got shape {tuple(idx.shape)}: "
+                         "start an empty prompt with a token such as the end-of-text id")
     mask = None
     if attention_mask is not None:
         mask = attention_mask.bool()

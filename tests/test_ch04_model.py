@@ -410,3 +410,13 @@ def test_generated_ids_can_be_trained_on():
     loss = F.cross_entropy(model(out[:, :-1]).flatten(0, 1), out[:, 1:].flatten())
     loss.backward()
     assert model.tok_emb.weight.grad is not None
+
+
+def test_generate_refuses_an_empty_prompt_with_a_clear_error():
+    from ch04_gpt_model import GPTConfig, GPTModel, generate
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=20, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0))
+    for use_cache in (True, False):
+        with pytest.raises(ValueError, match="at least one prompt token"):
+            generate(model, torch.zeros(1, 0, dtype=torch.long), 3, use_cache=use_cache)
