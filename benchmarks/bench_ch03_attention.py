@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from ch01_data.fetch import write_atomic  # noqa: E402
 from ch03_attention.attention import MultiHeadAttention, attention, peak_memory_bytes  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "ch03_attention.txt"
@@ -125,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "from one run with both paths interleaved.",
     ]
     if not args.quick:
-        fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".ch03_attention.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, RESULTS)
+        write_atomic(RESULTS, "\n".join(lines) + "\n")
         print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0
 
