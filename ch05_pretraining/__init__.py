@@ -12,8 +12,8 @@ from .presets import PRESETS, Preset, build_model, get_preset
 from .pretrain import load_pretrained_tiny, main, plot_losses, pretrain, resume_config, tiny_checkpoint_dir
 from .sampling import make_sampler, sample_text, top_k_filter, top_p_filter
 from .scaling import compute_optimal_tokens, flops_per_token, matmul_params, measure_peak_flops, training_flops
-from .train import (PRECISIONS, TrainConfig, autocast, cpu_has_native_bfloat16, decay_split, evaluate, lr_at,
-                    make_optimizer, resolve_precision, train)
+from .train import (PRECISIONS, SingleProcess, TrainConfig, autocast, cpu_has_native_bfloat16, decay_split, evaluate,
+                    lr_at, make_optimizer, resolve_precision, train)
 
 __all__ = [
     "CKPT_JSON", "CKPT_TENSORS", "CheckpointError", "checkpoint_exists", "load_checkpoint", "read_checkpoint",
@@ -22,6 +22,6 @@ __all__ = [
     "load_openai_gpt2", "PRESETS", "Preset", "build_model", "get_preset", "load_pretrained_tiny", "main",
     "plot_losses", "pretrain", "resume_config", "tiny_checkpoint_dir", "make_sampler", "sample_text",
     "top_k_filter", "top_p_filter", "compute_optimal_tokens", "flops_per_token", "matmul_params",
-    "measure_peak_flops", "training_flops", "PRECISIONS", "TrainConfig", "autocast", "cpu_has_native_bfloat16",
-    "decay_split", "evaluate", "lr_at", "make_optimizer", "resolve_precision", "train",
+    "measure_peak_flops", "training_flops", "PRECISIONS", "SingleProcess", "TrainConfig", "autocast",
+    "cpu_has_native_bfloat16", "decay_split", "evaluate", "lr_at", "make_optimizer", "resolve_precision", "train",
 ]

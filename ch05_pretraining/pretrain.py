@@ -16,7 +16,7 @@ from ch05_pretraining.checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointErro
                                          read_checkpoint)
 from ch05_pretraining.data import build_token_files, fixed_batches, tokenizer_fingerprint, train_batches
 from ch05_pretraining.presets import PRESETS, build_model, get_preset
-from ch05_pretraining.train import PRECISIONS, TrainConfig, train
+from ch05_pretraining.train import PRECISIONS, SingleProcess, TrainConfig, train
 
 
 def plot_losses(log: dict, path: Path | str | None = None, baseline: float | None = None):
@@ -65,11 +65,14 @@ def resume_config(saved: dict, cfg: TrainConfig, out_dir: Path) -> TrainConfig:
 
 
 def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_steps: int | None = None,
-             device: str = "auto", precision: str = "auto", progress: bool = True) -> tuple[nn.Module, dict]:
+             device: str = "auto", precision: str = "auto", progress: bool = True,
+             strategy: SingleProcess | None = None) -> tuple[nn.Module, dict]:
     """Run a preset end to end: tokens, model, training, checkpoint, log.json and loss_curve.png in `out_dir`.
 
     With `resume`, continues the checkpoint in `out_dir`; a larger `max_steps` extends it (resume_config).
+    `strategy` is passed to train(): the distributed appendix runs this same function on every process.
     """
+    strategy = strategy or SingleProcess()
     spec = get_preset(preset)
     cfg = dataclasses.replace(spec.train, precision=precision)
     if max_steps is not None:
@@ -83,8 +86,8 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
     model = build_model(spec.model, tokenizer.vocab_size, cfg.seed)
     meta = {"preset": preset, "model_config": {"vocab_size": tokenizer.vocab_size, **spec.model},
             "tokenizer": tokenizer_fingerprint(tokenizer)}
-    if resume and checkpoint_exists(out_dir):
-        saved = read_checkpoint(out_dir)[1]
+    if resume and strategy.checkpoint_exists(out_dir):
+        saved = strategy.checkpoint_state(out_dir)
         for key, what in (("model_config", "model shape"), ("tokenizer", "tokenizer")):
             if saved.get(key) != meta[key]:
                 raise CheckpointError(f"the checkpoint in {out_dir} was written with another {what} "
@@ -93,10 +96,12 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
     log = train(model, cfg,
                 lambda start: train_batches(train_tokens, cfg.batch_size, T, seed=cfg.seed, start=start),
                 fixed_batches(val_tokens, cfg.eval_batches, cfg.batch_size, T),
-                out_dir=out_dir, resume=resume, device=dev, progress=progress, meta=meta)
-    write_atomic(out_dir / "log.json", json.dumps(log))
-    import matplotlib.pyplot as plt
-    plt.close(plot_losses(log, out_dir / "loss_curve.png"))
+                out_dir=out_dir, resume=resume, device=dev, progress=progress and strategy.is_main, meta=meta,
+                strategy=strategy)
+    if strategy.is_main:  # one process writes the files
+        write_atomic(out_dir / "log.json", json.dumps(log))
+        import matplotlib.pyplot as plt
+        plt.close(plot_losses(log, out_dir / "loss_curve.png"))
     return model, log
 
 

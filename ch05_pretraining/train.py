@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm  # text bars on stderr, in a terminal and in Jupyter alike
 
-from ch05_pretraining.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from ch05_pretraining.checkpoint import checkpoint_exists, load_checkpoint, read_checkpoint, save_checkpoint
 from ch05_pretraining.metrics import cross_entropy
 
 
@@ -145,25 +145,73 @@ def autocast(device: str | torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+class SingleProcess:
+    """How train() computes on one process. Each method is one place where a distributed run differs.
+
+    The appendix on distributed training subclasses it (DDP, ZeRO, FSDP, tensor and pipeline
+    parallelism) and passes an instance as train(..., strategy=...); the loop stays the same.
+    """
+    is_main = True  # the process that writes log.json and plots
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The model the loop trains: this one, or a wrapped or split copy of it."""
+        return model
+
+    def make_optimizer(self, model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+        return make_optimizer(model, cfg)
+
+    def forward_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, accum_steps: int,
+                         device: torch.device, precision: str) -> torch.Tensor:
+        """Back-propagate the loss of micro-batch (x, y) / accum_steps; return it, detached, as the whole batch's loss."""
+        with autocast(device, precision):
+            logits = model(x)
+        # Dividing by the number of micro-batches makes the summed gradient the mean over the big batch.
+        loss = cross_entropy(logits, y) / accum_steps
+        loss.backward()
+        return loss.detach()  # stays on the device: no host sync at every micro-step
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+    def evaluate(self, model: nn.Module, batches, device: torch.device, precision: str) -> float:
+        return evaluate(model, batches, device, precision)
+
+    def checkpoint_exists(self, out_dir: Path | str) -> bool:
+        return checkpoint_exists(out_dir)
+
+    def checkpoint_state(self, out_dir: Path | str) -> dict:
+        """The JSON state of the checkpoint in out_dir (step, log, settings), verified."""
+        return read_checkpoint(out_dir)[1]
+
+    def save_checkpoint(self, out_dir: Path | str, model: nn.Module, optimizer, state: dict) -> None:
+        save_checkpoint(out_dir, model, optimizer, state)
+
+    def load_checkpoint(self, out_dir: Path | str, model: nn.Module, optimizer, device: torch.device) -> dict:
+        return load_checkpoint(out_dir, model, optimizer, device=device)
+
+
 def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator], val_batches: list, *,
           out_dir: Path | str | None = None, resume: bool = False, device: str | torch.device = "cpu",
-          stop_at: int | None = None, progress: bool = True, meta: dict | None = None) -> dict:
+          stop_at: int | None = None, progress: bool = True, meta: dict | None = None,
+          strategy: SingleProcess | None = None) -> dict:
     """Train `model` for cfg.max_steps optimizer steps; return the run log.
 
     `batches(start)` yields (inputs, targets) micro-batches from micro-batch number `start` on.
     With `out_dir`, a checkpoint is written every cfg.checkpoint_interval steps and at the end;
     with `resume`, training continues from the checkpoint there, bit for bit as if never stopped.
     `stop_at` ends the run before that step without saving, as a crash would (for tests).
-    `meta` (e.g. the model config) is stored in the checkpoint's JSON.
+    `meta` (e.g. the model config) is stored in the checkpoint's JSON. `strategy` says how each
+    step is computed: one process by default (SingleProcess); the distributed appendix passes its own.
     """
+    strategy = strategy or SingleProcess()
     device = torch.device(device)
-    model.to(device)
-    optimizer = make_optimizer(model, cfg)
+    model = strategy.prepare(model.to(device))
+    optimizer = strategy.make_optimizer(model, cfg)
     precision = resolve_precision(device, cfg.precision)
     log = {"step": [], "tokens": [], "lr": [], "train_loss": [], "val": []}
     start, tokens_seen = 0, 0
-    if resume and out_dir is not None and checkpoint_exists(out_dir):
-        state = load_checkpoint(out_dir, model, optimizer, device=device)
+    if resume and out_dir is not None and strategy.checkpoint_exists(out_dir):
+        state = strategy.load_checkpoint(out_dir, model, optimizer, device)
         start, tokens_seen, log = state["step"], state["tokens_seen"], state["log"]
     else:
         torch.manual_seed(cfg.seed)  # dropout masks; the weights were initialised by the caller
@@ -181,16 +229,11 @@ def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator]
         loss_sum, n_tokens = torch.zeros((), device=device), 0
         for _ in range(cfg.grad_accum_steps):
             x, y = next(stream)
-            x, y = x.to(device), y.to(device)
-            with autocast(device, precision):
-                logits = model(x)
-            # Dividing by the number of micro-batches makes the summed gradient the mean over the big batch.
-            loss = cross_entropy(logits, y) / cfg.grad_accum_steps
-            loss.backward()
-            loss_sum += loss.detach()  # stays on the device: no host sync at every micro-step
+            loss_sum += strategy.forward_backward(model, x.to(device), y.to(device), cfg.grad_accum_steps,
+                                                  device, precision)
             n_tokens += y.numel()
         if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            strategy.clip_grad_norm(model, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss_value = loss_sum.item()  # the step's one sync; it also makes the timing below honest
@@ -203,10 +246,10 @@ def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator]
         done = step + 1
         if done % cfg.eval_interval == 0 or done == cfg.max_steps:
             log["val"].append({"step": done, "tokens": tokens_seen,
-                               "loss": evaluate(model, val_batches, device, precision)})
+                               "loss": strategy.evaluate(model, val_batches, device, precision)})
         if out_dir is not None and (done % cfg.checkpoint_interval == 0 or done == cfg.max_steps):
-            save_checkpoint(out_dir, model, optimizer, {"step": done, "tokens_seen": tokens_seen, "log": log,
-                                                        "train_config": dataclasses.asdict(cfg), **(meta or {})})
+            strategy.save_checkpoint(out_dir, model, optimizer, {"step": done, "tokens_seen": tokens_seen, "log": log,
+                                                                 "train_config": dataclasses.asdict(cfg), **(meta or {})})
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{n_tokens / dt:,.0f}")
     bar.close()
     return log
