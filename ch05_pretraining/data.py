@@ -10,9 +10,10 @@ from typing import Iterator
 
 import torch
 
-from ch01_data import load_documents
 from ch01_data.fetch import data_home
-from ch02_tokenization import create_dataloader, encode_documents, load_book_tokenizer, write_token_file
+from ch01_data.pipeline import load_documents
+from ch02_tokenization.bpe import load_book_tokenizer
+from ch02_tokenization.dataset import create_dataloader, encode_documents, write_token_file
 
 
 def build_token_files(tokenizer=None, out_dir: Path | None = None) -> dict[str, Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from ch01_data.fetch import fetch
-from ch04_gpt_model import load_hf_gpt2
+from ch04_gpt_model.hf import load_hf_gpt2
 
 
 GPT2_REVISION = "607a30d783dfa663caf39e06633721c8d4cfcd7e"  # openai-community/gpt2, pinned

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ch04_gpt_model import GPTConfig, GPTModel
+from ch04_gpt_model.config import GPTConfig
+from ch04_gpt_model.model import GPTModel
 from ch05_pretraining.train import TrainConfig
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ch01_data.fetch import data_home, write_atomic
-from ch02_tokenization import load_book_tokenizer, load_token_file
-from ch04_gpt_model import get_device
+from ch01_data.fetch import atomic_open, data_home, write_atomic
+from ch02_tokenization.bpe import load_book_tokenizer
+from ch02_tokenization.dataset import load_token_file
+from ch04_gpt_model.device import get_device
 from ch05_pretraining.checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointError, checkpoint_exists, load_checkpoint,
                                          read_checkpoint)
 from ch05_pretraining.data import build_token_files, fixed_batches, tokenizer_fingerprint, train_batches
@@ -32,7 +33,8 @@ def plot_losses(log: dict, path: Path | str | None = None, baseline: float | Non
     ax.legend()
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=100)
+        with atomic_open(path, "wb") as f:  # a reader of the file never sees half a PNG
+            fig.savefig(f, format="png", dpi=100)
     return fig
 
 

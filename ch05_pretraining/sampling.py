@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ch04_gpt_model import generate
+from ch04_gpt_model.generate import generate
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -115,7 +115,7 @@ def cpu_has_native_bfloat16() -> bool:
     if all(callable(check) for check in checks):
         return any(check() for check in checks)
     try:  # older PyTorch: read the flags the Linux kernel reports
-        flags = open("/proc/cpuinfo").read().split()
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
