@@ -50,18 +50,21 @@ def generate_responses(model: nn.Module, tokenizer, records: list[dict], max_new
     device = next(model.parameters()).device
     end = end_token_id(tokenizer)
     sampler = make_sampler(temperature, top_k, top_p, torch.Generator(device=device).manual_seed(seed))
-    results = []
-    for i in range(0, len(records), batch_size):
-        prompts = [render({"instruction": r["instruction"], "input": r.get("input", "")}, tokenizer)[0]
-                   for r in records[i:i + batch_size]]
+    all_prompts = [render({"instruction": r["instruction"], "input": r.get("input", "")}, tokenizer)[0]
+                   for r in records]
+    order = sorted(range(len(records)), key=lambda i: len(all_prompts[i]))  # similar lengths share a batch
+    results = [None] * len(records)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        prompts = [all_prompts[i] for i in chunk]
         width = max(map(len, prompts))
         idx = torch.tensor([[end] * (width - len(p)) + p for p in prompts], device=device)             # (B, width)
         mask = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts], device=device)
         out = generate(model, idx, max_new_tokens, eos_id=end, attention_mask=mask, next_token=sampler)
-        for row in out[:, width:].tolist():  # the generated ids of each prompt
+        for i, row in zip(chunk, out[:, width:].tolist()):  # the generated ids of each prompt
             stopped = end in row
             ids = row[:row.index(end)] if stopped else row
-            results.append({"response": tokenizer.decode(ids), "stopped": stopped, "tokens": len(ids)})
+            results[i] = {"response": tokenizer.decode(ids), "stopped": stopped, "tokens": len(ids)}
     return results
 
 

@@ -17,6 +17,7 @@ from ch04_gpt_model.model import GPTModel
 from ch05_pretraining.checkpoint import CKPT_JSON, CheckpointError, checkpoint_exists, load_checkpoint, read_checkpoint
 from ch05_pretraining.data import tokenizer_fingerprint
 from ch05_pretraining.openai_gpt2 import load_openai_gpt2
+from ch05_pretraining.pretrain import DEVICES, _positive_int  # the command line's option types, as in Chapter 5
 from ch05_pretraining.pretrain import load_pretrained_tiny, plot_losses, tiny_checkpoint_dir
 from ch05_pretraining.train import TrainConfig, train
 from ch06_sft.chat_format import end_token_id
@@ -106,8 +107,8 @@ def load_sft_model(device: str = "cpu") -> tuple[nn.Module, object]:
         finetune(base, tokenizer, splits["train"], splits["val"], SFT_TINY, out_dir=out_dir, resume=True)
     model = GPTModel(base.cfg)
     meta = load_checkpoint(out_dir, model, restore_rng=False)
-    print(f"instruction-tuned tiny GPT: {meta['step']} steps on {meta['train_records']} records, "
-          f"final validation loss (response tokens) {meta['log']['val'][-1]['loss']:.2f}")
+    print(f"instruction-tuned tiny GPT: {meta['step']} steps of {SFT_TINY.train.batch_size} examples "
+          f"on {meta['train_records']} training records")
     return model.to(device).eval(), tokenizer
 
 
@@ -127,8 +128,8 @@ def sft_config(base: str, lora_r: int | None = None, mask_prompt: bool = True, m
     train_cfg = SFT_TINY.train
     if base == "gpt2":
         train_cfg = dataclasses.replace(train_cfg, max_lr=5e-5, min_lr=5e-6)
-    if lora_r is not None:  # a rank-r update from zero needs larger steps than the full weights
-        train_cfg = dataclasses.replace(train_cfg, max_lr=train_cfg.max_lr * 3, min_lr=train_cfg.min_lr * 3)
+    if lora_r is not None:  # a rank-r update from zero needs larger steps than the full weights (section 6.6)
+        train_cfg = dataclasses.replace(train_cfg, max_lr=train_cfg.max_lr * 10, min_lr=train_cfg.min_lr * 10)
     if max_steps is not None:
         train_cfg = dataclasses.replace(train_cfg, max_steps=max_steps,
                                         warmup_steps=min(train_cfg.warmup_steps, max_steps - 1))
@@ -150,16 +151,6 @@ def save_loss_plot(log: dict, path: Path | str) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
