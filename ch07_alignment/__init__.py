@@ -6,14 +6,16 @@ and Chapter 5's loop for pair batches), reward (the reward model and the Bradley
 """
 from .data import (PAIR_FIELDS, PREFERENCE_DATA_SHA256, PREFERENCE_DATA_URL, drop_identical_pairs, load_preference_data,
                    pair_statistics, split_pairs, validate_pairs)
-from .dpo import DPOConfig, dpo_loss, dpo_step, reference_logprobs, sequence_logprobs, train_dpo
-from .pairs import PreferenceDataset, StepFn, collate_pairs, evaluate_pairs, pair_batch, pair_batches, train_on_pairs
+from .dpo import DPOConfig, dpo_loss, dpo_step, evaluate_dpo, reference_logprobs, sequence_logprobs, train_dpo
+from .pairs import (PreferenceDataset, StepFn, collate_pairs, evaluate_pairs, fixed_batches, pair_batch, pair_batches,
+                    train_on_pairs)
 from .reward import REWARD_TRAIN, RewardModel, bradley_terry_loss, reward_accuracy, reward_step, train_reward_model
 
 __all__ = [
     "PAIR_FIELDS", "PREFERENCE_DATA_SHA256", "PREFERENCE_DATA_URL", "drop_identical_pairs", "load_preference_data",
     "pair_statistics", "split_pairs", "validate_pairs",
-    "DPOConfig", "dpo_loss", "dpo_step", "reference_logprobs", "sequence_logprobs", "train_dpo",
-    "PreferenceDataset", "StepFn", "collate_pairs", "evaluate_pairs", "pair_batch", "pair_batches", "train_on_pairs",
+    "DPOConfig", "dpo_loss", "dpo_step", "evaluate_dpo", "reference_logprobs", "sequence_logprobs", "train_dpo",
+    "PreferenceDataset", "StepFn", "collate_pairs", "evaluate_pairs", "fixed_batches", "pair_batch", "pair_batches",
+    "train_on_pairs",
     "REWARD_TRAIN", "RewardModel", "bradley_terry_loss", "reward_accuracy", "reward_step", "train_reward_model",
 ]

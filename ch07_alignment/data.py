@@ -2,11 +2,10 @@
 """Chapter 7: the preference pairs: fetched and checked, identical pairs dropped and counted, split as Chapter 6 split them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ch01_data.fetch import fetch
-from ch06_sft.data import InstructionDataError, split_records, validate_records
+from ch06_sft.data import InstructionDataError, load_instruction_data, split_records, validate_records
 
 PREFERENCE_DATA_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/28c65cdfbc3338e2e040016eea4b7fdf556e4d57/"
                        "ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json")
@@ -26,13 +25,12 @@ def validate_pairs(records) -> list[dict]:
 
 
 def load_preference_data(path: Path | str | None = None) -> list[dict]:
-    """The 1,100 validated records with chosen and rejected, fetched once (sha256-checked); or those of the JSON file `path`."""
-    path = Path(path) if path is not None else fetch(PREFERENCE_DATA_URL, PREFERENCE_DATA_SHA256)
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise InstructionDataError(f"{path} is not valid JSON ({e}); delete it so that it is fetched again") from e
-    return validate_pairs(records)
+    """The 1,100 validated records with chosen and rejected, fetched once (sha256-checked); or those of the JSON file `path`.
+
+    Chapter 6's load_instruction_data reads and checks the file; validate_pairs adds the two fields.
+    """
+    return validate_pairs(load_instruction_data(path if path is not None else
+                                                fetch(PREFERENCE_DATA_URL, PREFERENCE_DATA_SHA256)))
 
 
 def drop_identical_pairs(records: list[dict]) -> tuple[list[dict], int]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ch05_pretraining.checkpoint import checkpoint_exists, read_checkpoint
 from ch05_pretraining.train import TrainConfig
 from ch06_sft.chat_format import end_token_id
-from ch07_alignment.pairs import PreferenceDataset, StepFn, pair_batch, train_on_pairs
+from ch07_alignment.pairs import PreferenceDataset, StepFn, evaluate_pairs, fixed_batches, train_on_pairs
 
 
 def sequence_logprobs(model: nn.Module, ids: torch.Tensor, loss_mask: torch.Tensor, average: bool = False) -> torch.Tensor:
@@ -73,8 +73,7 @@ def reference_logprobs(model: nn.Module, dataset: PreferenceDataset, pad_id: int
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     out = []
-    for i in range(0, len(dataset), batch_size):
-        batch = pair_batch(dataset, list(range(i, min(i + batch_size, len(dataset)))), pad_id)
+    for batch in fixed_batches(dataset, batch_size, pad_id):
         logps = sequence_logprobs(model, batch["ids"].to(device), batch["loss_mask"].to(device), average)  # (2B,)
         out.append(torch.stack(logps.cpu().chunk(2), dim=1))                                               # (B, 2)
     model.train(was_training)
@@ -133,3 +132,14 @@ def train_dpo(policy: nn.Module, tokenizer, train_records: list[dict], val_recor
     return train_on_pairs(policy, cfg.train, sets["train"], sets["val"], dpo_step(cfg.beta, cfg.length_normalize),
                           pad_id, out_dir=out_dir, resume=resume, device=device, stop_at=stop_at, progress=progress,
                           meta=meta)
+
+
+def evaluate_dpo(policy: nn.Module, reference: nn.Module, tokenizer, records: list[dict], cfg: DPOConfig | None = None,
+                 batch_size: int = 16) -> dict[str, float]:
+    """The DPO loss and TRL's metrics of `policy` on held-out `records`, against `reference` (the frozen SFT model)."""
+    cfg = cfg or DPOConfig()
+    pad_id = end_token_id(tokenizer)
+    data = PreferenceDataset(records, tokenizer, max_length=policy.cfg.context_length)
+    data.reference = reference_logprobs(reference, data, pad_id, batch_size, cfg.length_normalize)
+    return evaluate_pairs(policy, fixed_batches(data, batch_size, pad_id), dpo_step(cfg.beta, cfg.length_normalize),
+                          next(policy.parameters()).device)

@@ -34,7 +34,8 @@ class PreferenceDataset(Dataset):
             left_out = set(side.dropped)
             rendered.append(dict(zip([i for i in range(len(records)) if i not in left_out], side.items)))
         self.dropped = sorted(set(sides[0].dropped) | set(sides[1].dropped))
-        self.items = [(rendered[0][i], rendered[1][i]) for i in range(len(records)) if i in rendered[0] and i in rendered[1]]
+        self.items = [(rendered[0][i], rendered[1][i]) for i in range(len(records))
+                      if i in rendered[0] and i in rendered[1]]
         self.max_length = max_length
         self.reference: torch.Tensor | None = None
 
@@ -77,6 +78,12 @@ def pair_batch(dataset: PreferenceDataset, index: list[int], pad_id: int) -> dic
     if dataset.reference is not None:
         batch["reference"] = dataset.reference[index]
     return batch
+
+
+def fixed_batches(dataset: PreferenceDataset, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """The whole dataset once, in order, in batches of batch_size pairs: for evaluation and reference log-probs."""
+    return [pair_batch(dataset, list(range(i, min(i + batch_size, len(dataset)))), pad_id)
+            for i in range(0, len(dataset), batch_size)]
 
 
 def pair_batches(dataset: PreferenceDataset, batch_size: int, pad_id: int, *, seed: int = 123, start: int = 0,
@@ -136,8 +143,7 @@ def train_on_pairs(model: nn.Module, cfg: TrainConfig, train_set: PreferenceData
     else:
         torch.manual_seed(cfg.seed)
     stream = pair_batches(train_set, cfg.batch_size, pad_id, seed=cfg.seed, start=start * cfg.grad_accum_steps)
-    val_batches = [pair_batch(val_set, list(range(i, min(i + cfg.batch_size, len(val_set)))), pad_id)
-                   for i in range(0, len(val_set), cfg.batch_size)]
+    val_batches = fixed_batches(val_set, cfg.batch_size, pad_id)
     model.train()
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="training", disable=not progress,
                leave=False)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ch05_pretraining.train import TrainConfig
 from ch06_sft.chat_format import end_token_id
-from ch07_alignment.pairs import PreferenceDataset, evaluate_pairs, pair_batch, train_on_pairs
+from ch07_alignment.pairs import PreferenceDataset, evaluate_pairs, fixed_batches, train_on_pairs
 
 
 class RewardModel(nn.Module):
@@ -56,7 +56,8 @@ def reward_step(model: RewardModel, batch: dict) -> tuple[torch.Tensor, dict]:
                                                   "margin": (chosen - rejected).detach().mean().item()}
 
 
-REWARD_TRAIN = TrainConfig(batch_size=8, max_steps=120, warmup_steps=10, max_lr=1e-4, min_lr=1e-5, eval_interval=20,
+# max_lr 5e-4: with 1e-4 the validation accuracy was 0.66 after 120 steps, with 5e-4 0.84 (chosen on validation, not test)
+REWARD_TRAIN = TrainConfig(batch_size=8, max_steps=120, warmup_steps=10, max_lr=5e-4, min_lr=5e-5, eval_interval=20,
                            checkpoint_interval=40, precision="float32")
 
 
@@ -75,6 +76,4 @@ def reward_accuracy(model: RewardModel, tokenizer, records: list[dict], batch_si
     """Share of the pairs in `records` whose chosen response the reward model scores above the rejected one."""
     data = PreferenceDataset(records, tokenizer, max_length=model.cfg.context_length)
     device = next(model.parameters()).device
-    batches = [pair_batch(data, list(range(i, min(i + batch_size, len(data)))), end_token_id(tokenizer))
-               for i in range(0, len(data), batch_size)]
-    return evaluate_pairs(model, batches, reward_step, device)["accuracy"]
+    return evaluate_pairs(model, fixed_batches(data, batch_size, end_token_id(tokenizer)), reward_step, device)["accuracy"]
