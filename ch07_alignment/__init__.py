@@ -1,9 +1,11 @@
 """Chapter 7: alignment: the book model learns from preference pairs, with a reward model and with DPO.
 
 One module per idea: data (the pairs, checked and split as in Chapter 6), pairs (both responses in one batch,
-and Chapter 5's loop for pair batches), reward (the reward model and the Bradley-Terry loss) and dpo
-(sequence log-probs, the DPO loss with TRL's metrics, and the DPO run). Every public name is re-exported here.
+and Chapter 5's loop for pair batches), reward (the reward model and the Bradley-Terry loss), dpo
+(sequence log-probs, the DPO loss with TRL's metrics, and the DPO run) and aligned (load_aligned_model, the
+chapter's model). Every public name is re-exported here.
 """
+from .aligned import DPO_TINY, dpo_checkpoint_dir, load_aligned_model
 from .data import (PAIR_FIELDS, PREFERENCE_DATA_SHA256, PREFERENCE_DATA_URL, drop_identical_pairs, load_preference_data,
                    pair_statistics, split_pairs, validate_pairs)
 from .dpo import DPOConfig, dpo_loss, dpo_step, evaluate_dpo, reference_logprobs, sequence_logprobs, train_dpo
@@ -12,6 +14,7 @@ from .pairs import (PreferenceDataset, StepFn, collate_pairs, evaluate_pairs, fi
 from .reward import REWARD_TRAIN, RewardModel, bradley_terry_loss, reward_accuracy, reward_step, train_reward_model
 
 __all__ = [
+    "DPO_TINY", "dpo_checkpoint_dir", "load_aligned_model",
     "PAIR_FIELDS", "PREFERENCE_DATA_SHA256", "PREFERENCE_DATA_URL", "drop_identical_pairs", "load_preference_data",
     "pair_statistics", "split_pairs", "validate_pairs",
     "DPOConfig", "dpo_loss", "dpo_step", "evaluate_dpo", "reference_logprobs", "sequence_logprobs", "train_dpo",

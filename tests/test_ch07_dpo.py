@@ -1,6 +1,7 @@
 """Chapter 7: DPO: the loss against the paper's formula, summed sequence log-probs against a loop over tokens,
 one concatenated forward against two, the reference log-probs frozen, and exact resume."""
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -173,3 +174,22 @@ def test_dpo_resume_is_exact(tmp_path, length_normalize):
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert log_resumed == log_whole
+
+
+def test_load_aligned_model_trains_once_then_loads_the_same_weights(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    aligned = importlib.import_module("ch07_alignment.aligned")
+    monkeypatch.setattr(aligned, "load_sft_model", lambda: (tiny(), CharTokenizer()))
+    monkeypatch.setattr(aligned, "load_preference_data", lambda: PAIRS * 10)
+    monkeypatch.setattr(aligned, "dpo_checkpoint_dir", lambda tokenizer: tmp_path / "dpo")
+    monkeypatch.setattr(aligned, "DPO_TINY", dataclasses.replace(CFG, train=dataclasses.replace(CFG.train,
+                                                                                              checkpoint_interval=6)))
+    first, _ = aligned.load_aligned_model()
+    trained_line = capsys.readouterr().out
+    assert (tmp_path / "dpo" / "checkpoint.json").exists() and not first.training
+    second, _ = aligned.load_aligned_model()
+    assert capsys.readouterr().out == trained_line and "6 DPO steps" in trained_line
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(first.state_dict()["tok_emb.weight"], tiny().state_dict()["tok_emb.weight"])
