@@ -8,7 +8,8 @@ chapter's model). Every public name is re-exported here.
 from .aligned import DPO_TINY, dpo_checkpoint_dir, load_aligned_model
 from .data import (PAIR_FIELDS, PREFERENCE_DATA_SHA256, PREFERENCE_DATA_URL, drop_identical_pairs, load_preference_data,
                    pair_statistics, split_pairs, validate_pairs)
-from .dpo import DPOConfig, dpo_loss, dpo_step, evaluate_dpo, reference_logprobs, sequence_logprobs, train_dpo
+from .dpo import (DPOConfig, dpo_loss, dpo_step, evaluate_dpo, reference_logprobs, sampled_kl, sequence_logprobs,
+                  train_dpo)
 from .pairs import (PreferenceDataset, StepFn, collate_pairs, evaluate_pairs, fixed_batches, pair_batch, pair_batches,
                     train_on_pairs)
 from .reward import REWARD_TRAIN, RewardModel, bradley_terry_loss, reward_accuracy, reward_step, train_reward_model
@@ -17,7 +18,8 @@ __all__ = [
     "DPO_TINY", "dpo_checkpoint_dir", "load_aligned_model",
     "PAIR_FIELDS", "PREFERENCE_DATA_SHA256", "PREFERENCE_DATA_URL", "drop_identical_pairs", "load_preference_data",
     "pair_statistics", "split_pairs", "validate_pairs",
-    "DPOConfig", "dpo_loss", "dpo_step", "evaluate_dpo", "reference_logprobs", "sequence_logprobs", "train_dpo",
+    "DPOConfig", "dpo_loss", "dpo_step", "evaluate_dpo", "reference_logprobs", "sampled_kl", "sequence_logprobs",
+    "train_dpo",
     "PreferenceDataset", "StepFn", "collate_pairs", "evaluate_pairs", "fixed_batches", "pair_batch", "pair_batches",
     "train_on_pairs",
     "REWARD_TRAIN", "RewardModel", "bradley_terry_loss", "reward_accuracy", "reward_step", "train_reward_model",

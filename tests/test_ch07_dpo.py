@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import TrainConfig, read_checkpoint
 from ch07_alignment import (DPOConfig, PreferenceDataset, collate_pairs, dpo_loss, reference_logprobs,
-                            sequence_logprobs, train_dpo)
+                            sampled_kl, sequence_logprobs, train_dpo)
 
 
 class CharTokenizer:
@@ -193,3 +193,28 @@ def test_load_aligned_model_trains_once_then_loads_the_same_weights(tmp_path, mo
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
     assert not torch.equal(first.state_dict()["tok_emb.weight"], tiny().state_dict()["tok_emb.weight"])
+
+
+def test_sampled_kl_is_zero_for_the_reference_itself():
+    tok, model = CharTokenizer(), tiny()
+    result = sampled_kl(model, copy.deepcopy(model), tok, PAIRS[:4], max_new_tokens=8)
+    assert result == {"kl": 0.0, "kl_stderr": 0.0, "samples": 4}
+
+
+def test_sampled_kl_estimates_a_known_kl():
+    # One new token: the response is one draw from the first-step distributions p (policy) and q
+    # (reference), whose KL is sum p (log p - log q). The sample mean must lie within 4 standard errors.
+    tok, policy, reference = CharTokenizer(), tiny(0), tiny(1)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.mul_(8.0)  # sharper distributions: a larger KL to find
+    record = PAIRS[0]
+    from ch06_sft import render
+    prompt = torch.tensor([render({"instruction": record["instruction"], "input": record["input"]}, tok)[0]])
+    with torch.no_grad():
+        logp = torch.log_softmax(policy(prompt)[0, -1].double(), -1)
+        logq = torch.log_softmax(reference(prompt)[0, -1].double(), -1)
+    exact = (logp.exp() * (logp - logq)).sum().item()
+    result = sampled_kl(policy, reference, tok, [record] * 400, max_new_tokens=1)
+    assert exact > 0.1 and result["samples"] == 400
+    assert abs(result["kl"] - exact) < 4 * result["kl_stderr"]
