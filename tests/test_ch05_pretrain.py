@@ -204,7 +204,8 @@ def test_kill_and_resume_is_bitwise_equal(tmp_path):
 
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    assert log_a == log_b
+    timing = "step_seconds"  # wall-clock seconds per step: the one part of a log that differs between runs
+    assert {k: v for k, v in log_a.items() if k != timing} == {k: v for k, v in log_b.items() if k != timing}
 
 
 def test_corrupt_or_truncated_checkpoint_is_a_clear_error(tmp_path):
