@@ -51,7 +51,9 @@ class GPTAttention(MultiHeadAttention):
         k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (batch, n_kv_heads, seq, head_dim)
         v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:  # rotate queries and keys by their positions (4.8)
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            # contiguous(): q and k are strided views into the fused projection's output, and
+            # RoPE's elementwise passes (and their gradients) run faster on contiguous memory.
+            q, k = apply_rope(q.contiguous(), *rope), apply_rope(k.contiguous(), *rope)
         if cache is not None:  # append to the stored keys/values; get all of them back (4.9)
             k, v = cache.update(self.layer_idx, k, v)  # (batch, n_kv_heads, past + seq, head_dim)
         if self.n_kv_heads != self.num_heads:  # each key/value head serves a group of query heads

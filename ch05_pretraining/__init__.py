@@ -5,23 +5,26 @@ pretrain (a preset end to end and the command line). Every public name is re-exp
 """
 from .checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointError, checkpoint_exists, load_checkpoint,
                          read_checkpoint, save_checkpoint)
-from .data import build_token_files, fixed_batches, tokenizer_fingerprint, train_batches
-from .metrics import BigramModel, cross_entropy, perplexity
+from .data import (HELD_OUT, build_token_files, byte_tokens, fixed_batches, tokenizer_fingerprint, train_batches,
+                   training_tokens)
+from .metrics import BigramModel, cross_entropy, evaluate_bpb, perplexity
 from .openai_gpt2 import GPT2_FILES, GPT2_REVISION, load_gpt2_files, load_openai_gpt2
-from .presets import PRESETS, Preset, build_model, get_preset
-from .pretrain import load_pretrained_tiny, main, plot_losses, pretrain, resume_config, tiny_checkpoint_dir
+from .presets import MODERN, PRESETS, Preset, build_model, get_preset
+from .pretrain import (SAMPLE_PROMPT, load_pretrained_tiny, main, plot_losses, pretrain, resume_config,
+                       tiny_checkpoint_dir)
 from .sampling import make_sampler, sample_text, top_k_filter, top_p_filter
-from .scaling import compute_optimal_tokens, flops_per_token, matmul_params, measure_peak_flops, training_flops
+from .scaling import (compute_optimal_tokens, fit_isoflop, flops_per_token, isoflop_run, matmul_params,
+                      measure_peak_flops, training_flops)
 from .train import (PRECISIONS, SingleProcess, TrainConfig, autocast, cpu_has_native_bfloat16, decay_split, evaluate,
                     lr_at, make_optimizer, resolve_precision, train)
 
 __all__ = [
     "CKPT_JSON", "CKPT_TENSORS", "CheckpointError", "checkpoint_exists", "load_checkpoint", "read_checkpoint",
-    "save_checkpoint", "build_token_files", "fixed_batches", "tokenizer_fingerprint", "train_batches",
-    "BigramModel", "cross_entropy", "perplexity", "GPT2_FILES", "GPT2_REVISION", "load_gpt2_files",
-    "load_openai_gpt2", "PRESETS", "Preset", "build_model", "get_preset", "load_pretrained_tiny", "main",
+    "save_checkpoint", "HELD_OUT", "build_token_files", "byte_tokens", "fixed_batches", "tokenizer_fingerprint",
+    "train_batches", "training_tokens", "BigramModel", "cross_entropy", "evaluate_bpb", "perplexity", "GPT2_FILES", "GPT2_REVISION", "load_gpt2_files",
+    "load_openai_gpt2", "MODERN", "PRESETS", "Preset", "build_model", "get_preset", "SAMPLE_PROMPT", "load_pretrained_tiny", "main",
     "plot_losses", "pretrain", "resume_config", "tiny_checkpoint_dir", "make_sampler", "sample_text",
-    "top_k_filter", "top_p_filter", "compute_optimal_tokens", "flops_per_token", "matmul_params",
+    "top_k_filter", "top_p_filter", "compute_optimal_tokens", "fit_isoflop", "flops_per_token", "isoflop_run", "matmul_params",
     "measure_peak_flops", "training_flops", "PRECISIONS", "SingleProcess", "TrainConfig", "autocast",
     "cpu_has_native_bfloat16", "decay_split", "evaluate", "lr_at", "make_optimizer", "resolve_precision", "train",
 ]

@@ -6,31 +6,75 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from ch01_data.fetch import data_home
-from ch01_data.pipeline import load_documents
+from ch01_data.pipeline import build_corpus, load_documents
 from ch02_tokenization.bpe import load_book_tokenizer
-from ch02_tokenization.dataset import create_dataloader, encode_documents, write_token_file
+from ch02_tokenization.dataset import create_dataloader, encode_documents, load_token_file, write_token_file
 
 
-def build_token_files(tokenizer=None, out_dir: Path | None = None) -> dict[str, Path]:
+def build_token_files(tokenizer=None, out_dir: Path | None = None, corpus_dir: Path | None = None) -> dict[str, Path]:
     """Encode the Chapter 1 train/val documents with the book tokenizer into uint16 token files.
 
     Each document is followed by the end-of-text token, so the model learns where texts end.
-    Built once and cached under data_home(); returns {"train": path, "val": path}.
+    Built once and cached under data_home(); returns {"train": path, "val": path}. `corpus_dir`
+    is another corpus built by Chapter 1's build_corpus (its train.jsonl and val.jsonl).
     """
     tokenizer = tokenizer or load_book_tokenizer()
     out_dir = Path(out_dir or data_home() / "ch05_pretraining" / "tokens")
+
+    def documents(split: str):
+        if corpus_dir is None:
+            return load_documents(split)
+        with open(Path(corpus_dir) / f"{split}.jsonl", encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+
     paths = {}
     for split in ("train", "val"):
         path = out_dir / f"{split}-{tokenizer_fingerprint(tokenizer)}.bin"
         if not path.exists():
-            write_token_file(encode_documents(tokenizer, (d["text"] for d in load_documents(split))), path)
+            write_token_file(encode_documents(tokenizer, (d["text"] for d in documents(split))), path)
         paths[split] = path
     return paths
+
+
+HELD_OUT = 0.05  # the share of a --data token file kept for validation: its last 5%
+
+
+def training_tokens(tokenizer, data: Path | str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train tokens, validation tokens, a name for the data): the book corpus, or `data`.
+
+    `data` is either a folder of .txt files, which Chapter 1's pipeline cleans, deduplicates and
+    splits (built once under data_home(), keyed on the folder's file names and sizes), or a
+    token file written by Chapter 2's write_token_file with this tokenizer; its last 5% is held
+    out for validation.
+    """
+    if data is None:
+        files = build_token_files(tokenizer)
+        return load_token_file(files["train"]), load_token_file(files["val"]), "book corpus"
+    data = Path(data)
+    if data.is_dir():
+        listing = sorted((str(p.relative_to(data)), p.stat().st_size) for p in data.rglob("*") if p.is_file())
+        if not listing:
+            raise ValueError(f"--data {data} is an empty folder: give a folder of .txt files or a token file")
+        key = hashlib.sha256(json.dumps([str(data.resolve()), listing]).encode()).hexdigest()[:12]
+        corpus = data_home() / "ch05_pretraining" / f"corpus-{key}"
+        if not (corpus / "report.json").exists():  # written last: a complete build
+            build_corpus(corpus, input_dir=data)
+        files = build_token_files(tokenizer, out_dir=corpus, corpus_dir=corpus)
+        return load_token_file(files["train"]), load_token_file(files["val"]), f"folder {data.name} ({key})"
+    if not data.is_file():
+        raise FileNotFoundError(f"--data {data}: no such file or folder (give a folder of .txt files or a token file)")
+    tokens = load_token_file(data)
+    if int(tokens.max()) >= tokenizer.vocab_size:
+        raise ValueError(f"{data} holds token id {int(tokens.max())}, but the tokenizer has {tokenizer.vocab_size} ids: "
+                         "was it written with another tokenizer?")
+    cut = int(len(tokens) * (1 - HELD_OUT))
+    return tokens[:cut], tokens[cut:], f"token file {data.name} ({len(tokens):,} tokens)"
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -66,6 +110,11 @@ def train_batches(tokens, batch_size: int, context_length: int, *, stride: int |
         yield from first
         yield from it
         skip, epoch = 0, epoch + 1
+
+
+def byte_tokens(texts: Iterable[str]) -> np.ndarray:
+    """Texts as one stream of UTF-8 bytes, the 256-token vocabulary Chapter 2's BPE starts from; byte 0 ends each text."""
+    return np.frombuffer(b"".join(t.encode("utf-8") + b"\0" for t in texts), dtype=np.uint8)
 
 
 def fixed_batches(tokens, n_batches: int, batch_size: int, context_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

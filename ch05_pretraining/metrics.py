@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -65,3 +67,38 @@ class BigramModel:
         """Mean cross-entropy (nats) of predicting each token of `tokens` from the one before."""
         t = np.asarray(tokens, dtype=np.int64)
         return float(-self.log_prob(t[:-1], t[1:]).mean())
+
+
+@torch.no_grad()
+def evaluate_bpb(model: nn.Module, tokenizer, texts: Iterable[str], batch_size: int = 8) -> float:
+    """Bits per UTF-8 byte of `texts` under `model` (a Chapter 4 GPTModel) with its `tokenizer`.
+
+    Works with the book's tokenizer and with tiktoken's (both have encode_ordinary); the
+    result does not depend on the tokenizer, so models with different vocabularies compare.
+    """
+    eot = tokenizer.eot_id if hasattr(tokenizer, "eot_id") else tokenizer.eot_token  # ours / tiktoken's
+    encode = tokenizer.to_tiktoken().encode_ordinary if hasattr(tokenizer, "to_tiktoken") else tokenizer.encode_ordinary
+    T = model.cfg.context_length
+    windows, n_bytes = [], 0
+    for text in texts:
+        ids = [eot] + encode(text)
+        n_bytes += len(text.encode("utf-8"))
+        windows += [ids[s:s + T + 1] for s in range(0, len(ids) - 1, T)]  # T inputs predict the next T tokens
+    if n_bytes == 0:
+        raise ValueError("evaluate_bpb needs at least one non-empty text")
+    windows.sort(key=len)  # windows of equal length batch without padding
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nats = 0.0
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        width = max(map(len, chunk)) - 1
+        x = torch.full((len(chunk), width), eot)
+        y = torch.full((len(chunk), width), -100)  # cross_entropy ignores -100: padding counts nothing
+        for row, w in enumerate(chunk):
+            x[row, :len(w) - 1], y[row, :len(w) - 1] = torch.tensor(w[:-1]), torch.tensor(w[1:])
+        logits = model(x.to(device)).float()
+        nats += F.cross_entropy(logits.flatten(0, 1), y.flatten().to(device), reduction="sum").item()
+    model.train(was_training)
+    return nats / math.log(2) / n_bytes

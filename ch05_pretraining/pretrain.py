@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,24 +12,26 @@ import torch.nn as nn
 
 from ch01_data.fetch import atomic_open, data_home, write_atomic
 from ch02_tokenization.bpe import load_book_tokenizer
-from ch02_tokenization.dataset import load_token_file
 from ch04_gpt_model.device import get_device
 from ch05_pretraining.checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointError, checkpoint_exists, load_checkpoint,
                                          read_checkpoint)
-from ch05_pretraining.data import build_token_files, fixed_batches, tokenizer_fingerprint, train_batches
+from ch05_pretraining.data import fixed_batches, tokenizer_fingerprint, train_batches, training_tokens
 from ch05_pretraining.presets import PRESETS, build_model, get_preset
+from ch05_pretraining.sampling import sample_text
 from ch05_pretraining.train import PRECISIONS, SingleProcess, TrainConfig, train
 
+SAMPLE_PROMPT = "Once upon a time"  # what the model writes at every evaluation while it trains
 
-def plot_losses(log: dict, path: Path | str | None = None, baseline: float | None = None):
-    """Training and validation loss against tokens seen; saved to `path` when given. Returns the figure."""
+
+def plot_losses(log: dict, path: Path | str | None = None, baselines: dict[str, float] | None = None):
+    """Training and validation loss against tokens seen, with `baselines` ({label: loss}) as dashed lines; saved to `path` when given."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(log["tokens"], log["train_loss"], lw=0.8, alpha=0.7, label="train (one batch)")
     ax.plot([v["tokens"] for v in log["val"]], [v["loss"] for v in log["val"]], "o-", label="validation")
-    if baseline is not None:
-        ax.axhline(baseline, color="gray", ls="--", label="bigram baseline")
+    for (label, value), color in zip((baselines or {}).items(), ("gray", "tab:red", "tab:green")):
+        ax.axhline(value, color=color, ls="--", lw=1, label=label)
     ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats)", title="Pretraining loss")
     ax.legend()
     fig.tight_layout()
@@ -68,11 +71,13 @@ def resume_config(saved: dict, cfg: TrainConfig, out_dir: Path) -> TrainConfig:
 
 def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_steps: int | None = None,
              device: str = "auto", precision: str = "auto", progress: bool = True,
-             strategy: SingleProcess | None = None) -> tuple[nn.Module, dict]:
+             strategy: SingleProcess | None = None, data: Path | str | None = None) -> tuple[nn.Module, dict]:
     """Run a preset end to end: tokens, model, training, checkpoint, log.json and loss_curve.png in `out_dir`.
 
     With `resume`, continues the checkpoint in `out_dir`; a larger `max_steps` extends it (resume_config).
     `strategy` is passed to train(): the distributed appendix runs this same function on every process.
+    `data` trains on another corpus (a folder of .txt files or a token file; see training_tokens).
+    On one process, a sample continuing SAMPLE_PROMPT is printed at every evaluation.
     """
     strategy = strategy or SingleProcess()
     spec = get_preset(preset)
@@ -82,24 +87,26 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
     out_dir = Path(out_dir)
     dev = get_device(device)
     tokenizer = load_book_tokenizer()
-    files = build_token_files(tokenizer)
-    train_tokens, val_tokens = load_token_file(files["train"]), load_token_file(files["val"])
+    train_tokens, val_tokens, data_name = training_tokens(tokenizer, data)
     T = spec.model["context_length"]
     model = build_model(spec.model, tokenizer.vocab_size, cfg.seed)
     meta = {"preset": preset, "model_config": {"vocab_size": tokenizer.vocab_size, **spec.model},
-            "tokenizer": tokenizer_fingerprint(tokenizer)}
+            "tokenizer": tokenizer_fingerprint(tokenizer), "data": data_name}
     if resume and strategy.checkpoint_exists(out_dir):
         saved = strategy.checkpoint_state(out_dir)
-        for key, what in (("model_config", "model shape"), ("tokenizer", "tokenizer")):
+        for key, what in (("model_config", "model shape"), ("tokenizer", "tokenizer"), ("data", "training data")):
             if saved.get(key) != meta[key]:
                 raise CheckpointError(f"the checkpoint in {out_dir} was written with another {what} "
                                       f"({saved.get(key)!r}, now {meta[key]!r}); use a new --out")
         cfg = resume_config(saved, cfg, out_dir)
+    def speaker(m: nn.Module) -> str:  # the same seed every time: the changes are the model's
+        return sample_text(m, tokenizer, SAMPLE_PROMPT, 32, temperature=0.8, top_k=40, seed=123)[len(SAMPLE_PROMPT):]
+
     log = train(model, cfg,
                 lambda start: train_batches(train_tokens, cfg.batch_size, T, seed=cfg.seed, start=start),
                 fixed_batches(val_tokens, cfg.eval_batches, cfg.batch_size, T),
                 out_dir=out_dir, resume=resume, device=dev, progress=progress and strategy.is_main, meta=meta,
-                strategy=strategy)
+                strategy=strategy, sample=speaker if type(strategy) is SingleProcess else None)
     if strategy.is_main:  # one process writes the files
         write_atomic(out_dir / "log.json", json.dumps(log))
         import matplotlib.pyplot as plt
@@ -108,12 +115,18 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
 
 
 def tiny_checkpoint_dir(tokenizer) -> Path:
-    """Where load_pretrained_tiny keeps the tiny preset's checkpoint for this tokenizer."""
-    return data_home() / "ch05_pretraining" / f"tiny-{tokenizer_fingerprint(tokenizer)}"
+    """Where load_pretrained_tiny keeps the tiny preset's checkpoint: keyed on the tokenizer and on the preset itself.
+
+    A retrained tokenizer or a changed preset (a new edition of the book) gets a new folder
+    instead of colliding with the checkpoint of the old one.
+    """
+    spec = PRESETS["tiny"]
+    preset_key = hashlib.sha256(json.dumps([spec.model, dataclasses.asdict(spec.train)]).encode()).hexdigest()[:8]
+    return data_home() / "ch05_pretraining" / f"tiny-{tokenizer_fingerprint(tokenizer)}-{preset_key}"
 
 
 def load_pretrained_tiny(device: str = "cpu") -> tuple[nn.Module, object]:
-    """(model in eval mode, book tokenizer) of the tiny preset: loaded from data_home(), or trained there first (about 5 minutes, deterministic).
+    """(model in eval mode, book tokenizer) of the tiny preset: loaded from data_home(), or trained there first (minutes: see PRESETS["tiny"].about; deterministic).
 
     Later chapters start from this call; it prints the same line whether it trained or loaded.
     """
@@ -141,7 +154,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: python -m ch05_pretraining train --preset tiny --out DIR [--resume] [--max-steps N] [--device D] [--precision P]."""
+    """Command line: python -m ch05_pretraining train --preset tiny --out DIR [--data PATH] [--resume] [--max-steps N] [--device D] [--precision P]."""
     parser = argparse.ArgumentParser(prog="python -m ch05_pretraining", description="Pretrain the book's GPT.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="train a preset, writing checkpoints, log.json and loss_curve.png")
@@ -150,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in --out (with a larger --max-steps: extend a finished run)")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="override the preset's number of steps")
+    p.add_argument("--data", type=Path, default=None,
+                   help="train on a folder of .txt files (cleaned by Chapter 1's pipeline) or a token file (.bin) "
+                        "written by Chapter 2's write_token_file; default: the book corpus")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
@@ -158,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
     try:
         model, log = pretrain(args.preset, args.out, resume=args.resume, max_steps=args.max_steps, device=args.device,
-                              precision=args.precision)
-    except CheckpointError as e:
+                              precision=args.precision, data=args.data)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
         parser.exit(1, f"error: {e}\n")
     last = log["val"][-1] if log["val"] else None
     print(f"preset {args.preset}: {log['step'][-1] if log['step'] else 0} steps, {log['tokens'][-1] if log['tokens'] else 0:,} tokens"

@@ -64,7 +64,6 @@ def sample_text(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     idx = torch.tensor([tokenizer.encode(prompt)], device=device)
-    model.eval()
     out = generate(model, idx, max_new_tokens, eos_id=tokenizer.eot_id,
                    next_token=make_sampler(temperature, top_k, top_p, generator))
     return tokenizer.decode(out[0].tolist())

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+from ch05_pretraining.data import train_batches
+from ch05_pretraining.presets import MODERN, build_model
+from ch05_pretraining.train import TrainConfig, train
 
 
 def matmul_params(model: nn.Module) -> int:
@@ -45,6 +50,41 @@ def measure_peak_flops(device: str | torch.device = "cpu", dtype: torch.dtype = 
 def training_flops(n_params: float, n_tokens: float) -> float:
     """C = 6ND: a forward pass costs 2 FLOPs per parameter per token and the backward pass twice that."""
     return 6.0 * n_params * n_tokens
+
+
+def isoflop_run(budget: float, width: int, train_tokens, val_batches: list, *, vocab_size: int = 256,
+                n_layers: int = 2, context_length: int = 64, batch_size: int = 16, max_lr: float = 3e-3,
+                seed: int = 123) -> dict:
+    """Train a modern-block model of `width` on `budget` FLOPs: D = budget / FLOPs-per-token tokens, one cosine schedule.
+
+    Returns its matmul parameters N, tokens D and final validation loss. Heads are 8 wide
+    below width 32 and 16 wide from there, so that small models keep several heads.
+    """
+    shape = dict(context_length=context_length, emb_dim=width, n_heads=max(1, width // (8 if width < 32 else 16)),
+                 n_layers=n_layers, drop_rate=0.0, **MODERN)
+    model = build_model(shape, vocab_size, seed=seed)
+    n = matmul_params(model)
+    steps = max(10, round(budget / flops_per_token(n, n_layers, context_length, width) / (batch_size * context_length)))
+    cfg = TrainConfig(batch_size=batch_size, max_steps=steps, warmup_steps=max(1, steps // 20), max_lr=max_lr,
+                      min_lr=max_lr / 10, eval_interval=steps, eval_batches=len(val_batches), seed=seed,
+                      precision="float32")
+    log = train(model, cfg, lambda start: train_batches(train_tokens, batch_size, context_length, seed=seed, start=start),
+                val_batches, progress=False)
+    return {"budget": budget, "width": width, "N": n, "D": log["tokens"][-1], "loss": log["val"][-1]["loss"]}
+
+
+def fit_isoflop(ns, losses) -> tuple[float, np.ndarray]:
+    """N_opt of one budget: the vertex of the parabola loss = a (ln N)^2 + b ln N + c through the sweep, and (a, b, c).
+
+    A ValueError if the sweep has no interior minimum (the parabola opens downwards, or its
+    vertex lies outside the sizes tried): then the sizes do not bracket the optimum.
+    """
+    x = np.log(np.asarray(ns, dtype=float))
+    coeffs = np.polyfit(x, np.asarray(losses, dtype=float), 2)
+    a, b, _ = coeffs
+    if a <= 0 or not x.min() < -b / (2 * a) < x.max():
+        raise ValueError("no interior minimum in this sweep: add smaller or larger models until the losses rise on both sides")
+    return float(np.exp(-b / (2 * a))), coeffs
 
 
 def compute_optimal_tokens(n_params: float, tokens_per_param: float = 20.0) -> float:

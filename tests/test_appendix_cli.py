@@ -22,11 +22,12 @@ def micro_book(root: Path) -> None:
     """Chapter 5's `tiny` preset shrunk to seconds, on a made-up 64-token corpus and tokenizer (as tests/test_ch05_pretrain.py does)."""
     import importlib
 
-    from ch02_tokenization import write_token_file
+    from ch02_tokenization import load_token_file, write_token_file
     from ch05_pretraining import PRESETS, Preset, TrainConfig
 
     pretrain_module = importlib.import_module("ch05_pretraining.pretrain")
-    tokenizer = types.SimpleNamespace(vocab_size=64, merges=[], byte_ids=[], special_tokens={}, pattern="", eot_id=0)
+    tokenizer = types.SimpleNamespace(vocab_size=64, merges=[], byte_ids=[], special_tokens={}, pattern="", eot_id=0,
+                                      encode=lambda text: [1, 2, 3], decode=lambda ids: "".join(chr(97 + i % 26) for i in ids))
     files = {split: root / "tokens" / f"{split}.bin" for split in ("train", "val")}
     if not files["val"].exists():
         rng = np.random.default_rng(0)
@@ -34,7 +35,8 @@ def micro_book(root: Path) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_token_file(rng.integers(0, 64, 4000), path)
     pretrain_module.load_book_tokenizer = lambda: tokenizer
-    pretrain_module.build_token_files = lambda tok: files
+    pretrain_module.training_tokens = lambda tok, data=None: (
+        load_token_file(files["train"]), load_token_file(files["val"]), "made-up corpus")
     PRESETS["tiny"] = Preset(
         model=dict(context_length=16, emb_dim=32, n_heads=4, n_layers=4, drop_rate=0.0, qkv_bias=False),
         train=TrainConfig(batch_size=8, max_steps=20, warmup_steps=2, max_lr=5e-3, min_lr=5e-4,

@@ -48,7 +48,8 @@ def test_exact_resume(tmp_path, lora_r):
     resumed = tiny()
     log2 = finetune(resumed, CharTokenizer(), RECORDS, RECORDS[:4], cfg, out_dir=tmp_path / "b", resume=True,
                     progress=False)
-    assert log2 == log and len(log["val"]) == 2
+    drop_timing = lambda log: {k: v for k, v in log.items() if k != "step_seconds"}  # noqa: E731  wall-clock seconds differ
+    assert drop_timing(log2) == drop_timing(log) and len(log["val"]) == 2
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     if lora_r:
