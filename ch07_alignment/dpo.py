@@ -1,5 +1,5 @@
 # Generated from ch07_alignment/ch07_alignment.ipynb by tools/export.py: edit the notebook, not this file.
-"""Chapter 7: direct preference optimisation: summed sequence log-probs, the paper's loss with TRL's metrics, the run, the KL."""
+"""Chapter 7: direct preference optimisation: the paper's loss with TRL's metrics, the run."""
 from __future__ import annotations
 
 import json
@@ -10,35 +10,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ch04_gpt_model.generate import generate
 from ch05_pretraining.checkpoint import checkpoint_exists, read_checkpoint
-from ch05_pretraining.sampling import make_sampler
 from ch05_pretraining.train import TrainConfig
-from ch06_sft.chat_format import end_token_id, render
-from ch06_sft.collate import truncate_prompt
+from ch06_sft.chat_format import end_token_id
 from ch07_alignment.pairs import PreferenceDataset, StepFn, evaluate_pairs, fixed_batches, train_on_pairs
-
-
-def sequence_logprobs(model: nn.Module, ids: torch.Tensor, loss_mask: torch.Tensor, average: bool = False) -> torch.Tensor:
-    """log pi(response | prompt) of each row: (batch,), summed over the tokens where loss_mask is True.
-
-    ids and loss_mask are (batch, T), as render and collate_pairs make them: the mask covers the
-    response and its end token, so the end token's log-prob counts (the model is scored on stopping).
-    Token t is predicted by the logits at t - 1, so the model reads ids[:, :-1]. average=True divides
-    by the number of response tokens: the length-normalised variant, a different objective.
-    """
-    if ids.shape != loss_mask.shape or ids.dim() != 2:
-        raise ValueError(f"ids and loss_mask must both be (batch, T), got {tuple(ids.shape)} and {tuple(loss_mask.shape)}")
-    scored = loss_mask[:, 1:]                                             # (batch, T - 1): targets that count
-    empty = (~scored.any(dim=1)).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"rows {empty} have no response token in loss_mask: their log-prob would be a silent 0. "
-                         "Render them with a response (an 'output').")
-    logits = model(ids[:, :-1])                                           # (batch, T - 1, vocab)
-    token_logps = -F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(),
-                                   reduction="none").view_as(scored)       # (batch, T - 1): log p(ids[t] | ids[:t])
-    total = (token_logps * scored).sum(dim=1)                             # (batch,)
-    return total / scored.sum(dim=1) if average else total
+from ch07_alignment.rl import sequence_logprobs
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -146,38 +122,3 @@ def evaluate_dpo(policy: nn.Module, reference: nn.Module, tokenizer, records: li
     data.reference = reference_logprobs(reference, data, pad_id, batch_size, cfg.length_normalize)
     return evaluate_pairs(policy, fixed_batches(data, batch_size, pad_id), dpo_step(cfg.beta, cfg.length_normalize),
                           next(policy.parameters()).device)
-
-
-@torch.no_grad()
-def sampled_kl(policy: nn.Module, reference: nn.Module, tokenizer, records: list[dict], max_new_tokens: int = 64,
-               seed: int = 123) -> dict[str, float]:
-    """KL(policy || reference) on the prompts of `records`, estimated from one response per prompt sampled from the policy.
-
-    KL = E_{y ~ pi}[log pi(y|x) - log pi_ref(y|x)], so the mean of that difference over sampled responses
-    is an unbiased estimate (Schulman's k1), in nats per response. The sampled ids are scored as they
-    are, never decoded and re-encoded, with the end token when it came; temperature 1, no top-k or top-p,
-    so the samples come from pi itself. One prompt at a time: no padding to get wrong.
-    """
-    device, end = next(policy.parameters()).device, end_token_id(tokenizer)
-    sampler = make_sampler(1.0, generator=torch.Generator(device=device).manual_seed(seed))
-    modes = [(model, model.training) for model in (policy, reference)]
-    for model, _ in modes:
-        model.eval()
-    diffs = []
-    for record in records:
-        prompt = render({"instruction": record["instruction"], "input": record.get("input", "")}, tokenizer)[0]
-        out = generate(policy, torch.tensor([prompt], device=device), max_new_tokens, eos_id=end, next_token=sampler)
-        response = out[0, len(prompt):].tolist()
-        response = response[:response.index(end) + 1] if end in response else response
-        if not response:
-            continue
-        ids, mask = truncate_prompt(prompt + response, [False] * len(prompt) + [True] * len(response),
-                                    policy.cfg.context_length)
-        ids, mask = torch.tensor([ids], device=device), torch.tensor([mask], device=device)
-        diffs.append((sequence_logprobs(policy, ids, mask) - sequence_logprobs(reference, ids, mask)).item())
-    for model, was_training in modes:
-        model.train(was_training)
-    n = len(diffs)
-    mean = sum(diffs) / n
-    spread = (sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)) ** 0.5
-    return {"kl": mean, "kl_stderr": spread / n ** 0.5, "samples": n}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 from ch05_pretraining.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from ch05_pretraining.train import TrainConfig, autocast, lr_at, make_optimizer, resolve_precision
-from ch06_sft.collate import SFTDataset, length_batches, truncate_prompt
+from ch06_sft.collate import SFTDataset, index_batches, truncate_prompt
 
 
 class PreferenceDataset(Dataset):
@@ -51,6 +50,17 @@ class PreferenceDataset(Dataset):
         return [min(max(len(c[0]), len(r[0])), cap) for c, r in self.items]
 
 
+def pad_rows(rows: list[tuple[list[int], list[bool]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, loss_mask), both (len(rows), T): rendered (ids, loss_mask) rows right-padded to the longest, mask False on padding."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for b, (row_ids, row_mask) in enumerate(rows):
+        ids[b, :len(row_ids)] = torch.tensor(row_ids)
+        loss_mask[b, :len(row_mask)] = torch.tensor(row_mask)
+    return ids, loss_mask
+
+
 def collate_pairs(pairs: list[tuple[tuple[list[int], list[bool]], tuple[list[int], list[bool]]]], pad_id: int,
                   max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, loss_mask), both (2B, T): the B chosen sequences, then the B rejected ones, right-padded.
@@ -62,13 +72,7 @@ def collate_pairs(pairs: list[tuple[tuple[list[int], list[bool]], tuple[list[int
     rows = [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs]
     if max_length is not None:
         rows = [truncate_prompt(ids, mask, max_length) for ids, mask in rows]
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)   # (2B, T)
-    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)    # (2B, T)
-    for b, (row_ids, row_mask) in enumerate(rows):
-        ids[b, :len(row_ids)] = torch.tensor(row_ids)
-        loss_mask[b, :len(row_mask)] = torch.tensor(row_mask)
-    return ids, loss_mask
+    return pad_rows(rows, pad_id)
 
 
 def pair_batch(dataset: PreferenceDataset, index: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -88,16 +92,9 @@ def fixed_batches(dataset: PreferenceDataset, batch_size: int, pad_id: int) -> l
 
 def pair_batches(dataset: PreferenceDataset, batch_size: int, pad_id: int, *, seed: int = 123, start: int = 0,
                  bucket_batches: int = 16) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless pair batches bucketed by length with Chapter 6's length_batches; batch `start` is reached by arithmetic."""
-    lengths = dataset.input_lengths()
-    epoch_len = len(length_batches(lengths, batch_size, seed, bucket_batches))
-    if epoch_len == 0:
-        raise ValueError("the preference data set is empty: no batch to train on")
-    epoch, skip = divmod(start, epoch_len)
-    for epoch in itertools.count(epoch):
-        for index in length_batches(lengths, batch_size, seed + epoch, bucket_batches)[skip:]:
-            yield pair_batch(dataset, index, pad_id)
-        skip = 0
+    """Endless pair batches bucketed by length, in the order of Chapter 6's index_batches: exact resume at `start`."""
+    for index in index_batches(dataset.input_lengths(), batch_size, seed=seed, start=start, bucket_batches=bucket_batches):
+        yield pair_batch(dataset, index, pad_id)
 
 
 StepFn = Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]  # (model, batch) -> (loss, metrics)

@@ -12,12 +12,7 @@ from ch06_sft import InstructionDataError, record_hash, split_records
 from ch07_alignment import (PreferenceDataset, RewardModel, bradley_terry_loss, collate_pairs, drop_identical_pairs,
                             load_preference_data, pair_statistics, reward_accuracy, split_pairs, train_reward_model)
 
-
-class CharTokenizer:
-    eot_id = 127
-
-    def encode_ordinary(self, text):
-        return [min(b, 126) for b in text.encode()]
+from char_tokenizer import CharTokenizer
 
 
 def sft_records(n=200):

@@ -13,15 +13,7 @@ from ch05_pretraining import TrainConfig, read_checkpoint
 from ch07_alignment import (DPOConfig, PreferenceDataset, collate_pairs, dpo_loss, reference_logprobs,
                             sampled_kl, sequence_logprobs, train_dpo)
 
-
-class CharTokenizer:
-    eot_id = 127
-
-    def encode_ordinary(self, text):
-        return [min(b, 126) for b in text.encode()]
-
-    def decode(self, ids):
-        return bytes(ids).decode("utf-8", errors="replace")
+from char_tokenizer import CharTokenizer
 
 
 WORDS = "red green blue cyan pink gold grey teal navy lime plum rose".split()
@@ -180,19 +172,33 @@ def test_load_aligned_model_trains_once_then_loads_the_same_weights(tmp_path, mo
     import importlib
 
     aligned = importlib.import_module("ch07_alignment.aligned")
-    monkeypatch.setattr(aligned, "load_sft_model", lambda: (tiny(), CharTokenizer()))
+    monkeypatch.setattr(aligned, "load_pretrained_tiny", lambda: (tiny(), CharTokenizer()))
     monkeypatch.setattr(aligned, "load_preference_data", lambda: PAIRS * 10)
+    monkeypatch.setattr(aligned, "sft_chosen_checkpoint_dir", lambda tokenizer: tmp_path / "sft")
     monkeypatch.setattr(aligned, "dpo_checkpoint_dir", lambda tokenizer: tmp_path / "dpo")
+    monkeypatch.setattr(aligned, "SFT_TINY", dataclasses.replace(aligned.SFT_TINY, train=dataclasses.replace(
+        CFG.train, checkpoint_interval=3)))
     monkeypatch.setattr(aligned, "DPO_TINY", dataclasses.replace(CFG, train=dataclasses.replace(CFG.train,
                                                                                               checkpoint_interval=6)))
     first, _ = aligned.load_aligned_model()
-    trained_line = capsys.readouterr().out
-    assert (tmp_path / "dpo" / "checkpoint.json").exists() and not first.training
+    trained_lines = capsys.readouterr().out
+    assert (tmp_path / "sft" / "checkpoint.json").exists() and (tmp_path / "dpo" / "checkpoint.json").exists()
+    assert not first.training
     second, _ = aligned.load_aligned_model()
-    assert capsys.readouterr().out == trained_line and "6 DPO steps" in trained_line
+    assert capsys.readouterr().out == trained_lines and "6 DPO steps" in trained_lines
+    assert "fine-tuned on chosen responses: 6 steps" in trained_lines
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
-    assert not torch.equal(first.state_dict()["tok_emb.weight"], tiny().state_dict()["tok_emb.weight"])
+    sft, _ = aligned.load_sft_chosen_model()
+    assert not torch.equal(first.state_dict()["tok_emb.weight"], sft.state_dict()["tok_emb.weight"])
+    assert not torch.equal(sft.state_dict()["tok_emb.weight"], tiny().state_dict()["tok_emb.weight"])
+
+
+def test_chosen_records_put_chosen_in_place_of_output():
+    from ch07_alignment import chosen_records
+
+    out = chosen_records(PAIRS[:3])
+    assert [r["output"] for r in out] == [r["chosen"] for r in PAIRS[:3]] and PAIRS[0]["output"] == "red."
 
 
 def test_sampled_kl_is_zero_for_the_reference_itself():
