@@ -116,19 +116,24 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     return 1.0 - sum(lengths[i] for b in batches for i in b) / computed
 
 
-def sft_batches(dataset: SFTDataset, batch_size: int, pad_id: int, *, seed: int = 123, start: int = 0,
-                mask_prompt: bool = True, bucket_batches: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (inputs, targets) batches for Chapter 5's train: epoch e is bucketed with seed + e.
+def index_batches(lengths: list[int], batch_size: int, *, seed: int = 123, start: int = 0,
+                  bucket_batches: int = 16) -> Iterator[list[int]]:
+    """Endless index batches: epoch e is length_batches with seed + e.
 
     Batch number `start` is reached by arithmetic, not by replaying the batches before it: exact resume.
     """
-    lengths = dataset.input_lengths()
     epoch_len = len(length_batches(lengths, batch_size, seed, bucket_batches))
     if epoch_len == 0:
         raise ValueError("the data set is empty: no batch to train on")
     epoch, skip = divmod(start, epoch_len)
     for epoch in itertools.count(epoch):
-        for index_batch in length_batches(lengths, batch_size, seed + epoch, bucket_batches)[skip:]:
-            yield collate([dataset[i] for i in index_batch], pad_id, mask_prompt=mask_prompt,
-                          max_length=dataset.max_length)
+        yield from length_batches(lengths, batch_size, seed + epoch, bucket_batches)[skip:]
         skip = 0
+
+
+def sft_batches(dataset: SFTDataset, batch_size: int, pad_id: int, *, seed: int = 123, start: int = 0,
+                mask_prompt: bool = True, bucket_batches: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (inputs, targets) batches for Chapter 5's train, in the order of index_batches: exact resume at `start`."""
+    for index_batch in index_batches(dataset.input_lengths(), batch_size, seed=seed, start=start,
+                                     bucket_batches=bucket_batches):
+        yield collate([dataset[i] for i in index_batch], pad_id, mask_prompt=mask_prompt, max_length=dataset.max_length)

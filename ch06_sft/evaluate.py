@@ -42,10 +42,11 @@ def response_loss(model: nn.Module, tokenizer, records: list[dict], batch_size: 
 def generate_responses(model: nn.Module, tokenizer, records: list[dict], max_new_tokens: int = 64,
                        batch_size: int = 16, temperature: float = 0.0, top_k: int | None = None,
                        top_p: float | None = None, seed: int = 123) -> list[dict]:
-    """{"response", "stopped", "tokens"} for each record's prompt, generated in left-padded batches.
+    """{"response", "stopped", "tokens", "ids"} for each record's prompt, generated in left-padded batches.
 
     The response is the ids after the prompt, up to the end token: sliced as ids, never found by
-    searching the decoded text for a header. "stopped" says whether the end token came within max_new_tokens.
+    searching the decoded text for a header. "stopped" says whether the end token came within max_new_tokens;
+    "ids" are the generated ids as sampled, the end token included if it came (Chapter 7 scores them).
     """
     device = next(model.parameters()).device
     end = end_token_id(tokenizer)
@@ -64,7 +65,8 @@ def generate_responses(model: nn.Module, tokenizer, records: list[dict], max_new
         for i, row in zip(chunk, out[:, width:].tolist()):  # the generated ids of each prompt
             stopped = end in row
             ids = row[:row.index(end)] if stopped else row
-            results[i] = {"response": tokenizer.decode(ids), "stopped": stopped, "tokens": len(ids)}
+            results[i] = {"response": tokenizer.decode(ids), "stopped": stopped, "tokens": len(ids),
+                          "ids": ids + [end] if stopped else ids}
     return results
 
 

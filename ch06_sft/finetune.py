@@ -8,6 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch.nn as nn
 
@@ -85,14 +86,31 @@ def finetune(model: nn.Module, tokenizer, train_records: list[dict], val_records
 SFT_TINY = SFTConfig()  # the chapter's run on the book model: 240 steps of 8 examples, about two epochs
 
 
-def sft_checkpoint_dir(tokenizer) -> Path:
-    """Where load_sft_model keeps its checkpoint: keyed on the tokenizer, the base checkpoint and SFT_TINY.
+def derived_checkpoint_dir(parent: Path, config: dict, folder: str, name: str, tokenizer) -> Path:
+    """data_home()/folder/name-<tokenizer>-<key> for a model trained from the checkpoint in `parent` with `config`.
 
-    A retrained tokenizer or base model, or a changed config, gets a new folder, so it is trained again.
+    The key hashes the parent's tensors and the config: a retrained tokenizer or parent model, or a
+    changed config, gets a new folder, so it is trained again. Chapter 7 keys its DPO run the same way.
     """
-    base = json.loads((tiny_checkpoint_dir(tokenizer) / CKPT_JSON).read_text())["tensors_sha256"]
-    key = hashlib.sha256(json.dumps([base, SFT_TINY.to_json()]).encode()).hexdigest()[:12]
-    return data_home() / "ch06_sft" / f"tiny-{tokenizer_fingerprint(tokenizer)}-{key}"
+    parent_sha = json.loads((Path(parent) / CKPT_JSON).read_text())["tensors_sha256"]
+    key = hashlib.sha256(json.dumps([parent_sha, config]).encode()).hexdigest()[:12]
+    return data_home() / folder / f"{name}-{tokenizer_fingerprint(tokenizer)}-{key}"
+
+
+def sft_checkpoint_dir(tokenizer) -> Path:
+    """Where load_sft_model keeps its checkpoint: keyed on the tokenizer, the base checkpoint and SFT_TINY."""
+    return derived_checkpoint_dir(tiny_checkpoint_dir(tokenizer), SFT_TINY.to_json(), "ch06_sft", "tiny", tokenizer)
+
+
+def train_once(out_dir: Path, model_cfg, steps: int, run: Callable[[], object]) -> tuple[nn.Module, dict]:
+    """(a GPTModel with the weights in out_dir, the checkpoint's meta), calling run() first unless out_dir holds step `steps`.
+
+    run() must write its checkpoints to out_dir with resume=True, so an interrupted run goes on where it stopped.
+    """
+    if not (checkpoint_exists(out_dir) and read_checkpoint(out_dir)[1].get("step") == steps):
+        run()
+    model = GPTModel(model_cfg)
+    return model, load_checkpoint(out_dir, model, restore_rng=False)
 
 
 def load_sft_model(device: str = "cpu") -> tuple[nn.Module, object]:
@@ -102,11 +120,12 @@ def load_sft_model(device: str = "cpu") -> tuple[nn.Module, object]:
     """
     base, tokenizer = load_pretrained_tiny()
     out_dir = sft_checkpoint_dir(tokenizer)
-    if not (checkpoint_exists(out_dir) and read_checkpoint(out_dir)[1].get("step") == SFT_TINY.train.max_steps):
+
+    def run():
         splits = split_records(load_instruction_data(), SFT_TINY.split_seed)
         finetune(base, tokenizer, splits["train"], splits["val"], SFT_TINY, out_dir=out_dir, resume=True)
-    model = GPTModel(base.cfg)
-    meta = load_checkpoint(out_dir, model, restore_rng=False)
+
+    model, meta = train_once(out_dir, base.cfg, SFT_TINY.train.max_steps, run)
     print(f"instruction-tuned tiny GPT: {meta['step']} steps of {SFT_TINY.train.batch_size} examples "
           f"on {meta['train_records']} training records")
     return model.to(device).eval(), tokenizer

@@ -12,21 +12,13 @@ from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import TrainConfig, load_gpt2_files
 from ch06_sft import LoRALinear, SFTConfig, finetune, main, respond, response_loss
 
+from char_tokenizer import CharTokenizer
+
 # the package re-exports the function finetune under the module's name: fetch the module itself
 finetune_module = importlib.import_module("ch06_sft.finetune")
 
 RECORDS = [{"instruction": f"Repeat {w}.", "input": "" if i % 2 else "twice", "output": f"{w} {w}."}
            for i, w in enumerate("red green blue cyan pink gold grey teal navy lime plum rose".split())]
-
-
-class CharTokenizer:
-    eot_id = 127
-
-    def encode_ordinary(self, text):
-        return [min(b, 126) for b in text.encode()]
-
-    def decode(self, ids):
-        return bytes(ids).decode("utf-8", errors="replace")
 
 
 def tiny(seed=0):
