@@ -109,12 +109,12 @@ def load_model(name: str, checkpoint: str | None, tokenizer_path: str | None) ->
     """The model to chat with: the book's chain by name, or a Chapter 5 checkpoint folder with its tokenizer file."""
     if checkpoint is not None:
         if tokenizer_path is None:
-            raise SystemExit("--checkpoint needs --tokenizer: the tokenizer file the model was trained with")
+            raise ValueError("--checkpoint needs --tokenizer: the tokenizer file the model was trained with")
         if not checkpoint_exists(checkpoint):
-            raise SystemExit(f"no checkpoint in {checkpoint}: give a folder written by Chapter 5's save_checkpoint")
+            raise ValueError(f"no checkpoint in {checkpoint}: give a folder written by Chapter 5's save_checkpoint")
         meta = read_checkpoint(checkpoint)[1]
         if "model_config" not in meta:
-            raise SystemExit(f"the checkpoint in {checkpoint} does not record its model_config")
+            raise ValueError(f"the checkpoint in {checkpoint} does not record its model_config")
         model = GPTModel(GPTConfig(**meta["model_config"]))
         load_checkpoint(checkpoint, model, restore_rng=False)
         return model.eval(), BPETokenizer.load(tokenizer_path)
@@ -171,20 +171,30 @@ def chat(model: nn.Module, tokenizer, *, temperature: float, top_k: int | None, 
         turn(message)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ch07_alignment", description="Talk to the book's model.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("chat", help="chat with the model the book built")
-    p.add_argument("--model", choices=("aligned", "sft", "pretrained"), default="aligned")
+MODELS = ("aligned", "sft", "pretrained")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, or --checkpoint with --tokenizer: how chat and export choose the model."""
+    p.add_argument("--model", choices=MODELS, default="aligned",
+                   help="aligned: Chapter 7's (default); sft: Chapter 6's; pretrained: Chapter 5's")
+    p.add_argument("--checkpoint", default=None, help="a Chapter 5 checkpoint folder instead of --model")
+    p.add_argument("--tokenizer", default=None, help="the tokenizer file for --checkpoint")
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("chat", help="chat with the model the book built")
+    add_model_arguments(p)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--prompt", default=None, help="answer this one message and exit")
-    p.add_argument("--checkpoint", default=None, help="a Chapter 5 checkpoint folder instead of --model")
-    p.add_argument("--tokenizer", default=None, help="the tokenizer file for --checkpoint")
-    args = parser.parse_args(argv)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         make_sampler(args.temperature, args.top_k, args.top_p)  # reject bad sampling settings before any loading
         model, tokenizer = load_model(args.model, args.checkpoint, args.tokenizer)
