@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
+import io
 import sys
 from typing import Callable, TextIO
 
@@ -105,6 +107,15 @@ def answer(model: nn.Module, tokenizer, ids: list[int], max_new_tokens: int, sam
     return new[:new.index(end) + 1] if end in new else new
 
 
+def chat_once(model: nn.Module, tokenizer, message: str, *, temperature: float = 0.7, top_k: int | None = None,
+              top_p: float | None = None, seed: int = 123, max_new_tokens: int = 64) -> str:
+    """The model's answer to one message, as `python -m ch07_alignment chat --prompt MESSAGE` prints it."""
+    out = io.StringIO()
+    chat(model, tokenizer, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+         max_new_tokens=max_new_tokens, prompt=message, stdout=out)
+    return out.getvalue().rstrip("\n")
+
+
 def load_model(name: str, checkpoint: str | None, tokenizer_path: str | None) -> tuple[nn.Module, object]:
     """The model to chat with: the book's chain by name, or a Chapter 5 checkpoint folder with its tokenizer file."""
     if checkpoint is not None:
@@ -118,6 +129,8 @@ def load_model(name: str, checkpoint: str | None, tokenizer_path: str | None) ->
         model = GPTModel(GPTConfig(**meta["model_config"]))
         load_checkpoint(checkpoint, model, restore_rng=False)
         return model.eval(), BPETokenizer.load(tokenizer_path)
+    from ch07_alignment.build import CHAIN, Book, announce
+    announce(CHAIN[name], Book())  # a first start builds the chain: say which stages, and how long each takes
     if name == "aligned":
         from ch07_alignment.aligned import load_aligned_model
         return load_aligned_model()
@@ -197,7 +210,8 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         make_sampler(args.temperature, args.top_k, args.top_p)  # reject bad sampling settings before any loading
-        model, tokenizer = load_model(args.model, args.checkpoint, args.tokenizer)
+        with contextlib.redirect_stdout(sys.stderr):  # the loaders' lines are not part of the conversation
+            model, tokenizer = load_model(args.model, args.checkpoint, args.tokenizer)
         return chat(model, tokenizer, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                     seed=args.seed, max_new_tokens=args.max_new_tokens, prompt=args.prompt)
     except KeyboardInterrupt:  # Ctrl-C at the prompt or while generating: leave quietly
