@@ -86,9 +86,9 @@ def main():
     ids = conversation.prompt("Which of them matters most?")[0]
 
     from transformers import AutoModelForCausalLM
-    from ch07_alignment.export import export_model
+    from ch07_alignment.export import export
     folder = tempfile.mkdtemp()
-    export_model(model, tokenizer, folder)
+    export(model, tokenizer, folder)
     hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
 
     runs = {"ours, KV cache (the chat)": ours(model, ids, args.new, True),

@@ -256,12 +256,28 @@ CHAIN = {"aligned": ("corpus", "tokenizer", "pretrain", "dpo"), "sft": ("corpus"
          "pretrained": ("corpus", "tokenizer", "pretrain")}
 
 
-def announce(stages, book: Book, out=sys.stderr) -> None:
-    """Before a first use: a line for each stage the chapters' caches still lack, with how long it takes here."""
-    for stage in stages:
-        if not book.built(stage):
-            out.write(f"building {stage} ({ABOUT[stage]} on a 2-core CPU, once; a progress bar follows)\n")
-            out.flush()
+NAMES = {"corpus": "the corpus (Chapter 1)", "tokenizer": "the tokenizer (Chapter 2)",
+         "pretrain": "pretraining (Chapter 5)", "sft": "instruction tuning (Chapter 6)",
+         "reward": "the reward model (Chapter 7)", "rl": "the RL step (Chapter 7)",
+         "dpo": "alignment: SFT on the chosen answers, then DPO (Chapter 7)"}
+
+
+def announce(stage: str, book: Book, out=sys.stderr) -> None:
+    """Before a stage that the chapters' caches still lack: one line with its name and how long it takes here."""
+    if not book.built(stage):
+        out.write(f"building {NAMES[stage]}: {ABOUT[stage]} on a 2-core CPU, once\n")
+        out.flush()
+
+
+def prepare(model: str, book: Book | None = None, out=sys.stderr) -> tuple[nn.Module, object]:
+    """(model, tokenizer) of CHAIN[model], built stage by stage on a first start, each announced before it runs."""
+    book = book or Book()
+    load = {"corpus": lambda: book.documents("train"), "tokenizer": book.tokenizer, "pretrain": book.pretrained,
+            "sft": book.sft, "dpo": book.aligned}
+    for stage in CHAIN[model]:
+        announce(stage, book, out)
+        artefact = load[stage]()
+    return artefact[0], artefact[1]
 
 
 def machine() -> dict:
@@ -311,7 +327,7 @@ def build(out: Path | str, stages=tuple(STAGES), force: str | None = None, book:
             results[stage] = saved
             continue
         trained = not book.built(stage)
-        announce([stage], book)
+        announce(stage, book)
         print(f"{stage}: {'building' if trained else 'loading'} and measuring", flush=True)
         start = time.perf_counter()
         figures = STAGES[stage](book, out) if stage == "pretrain" else STAGES[stage](book)

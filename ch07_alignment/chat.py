@@ -129,16 +129,8 @@ def load_model(name: str, checkpoint: str | None, tokenizer_path: str | None) ->
         model = GPTModel(GPTConfig(**meta["model_config"]))
         load_checkpoint(checkpoint, model, restore_rng=False)
         return model.eval(), BPETokenizer.load(tokenizer_path)
-    from ch07_alignment.build import CHAIN, Book, announce
-    announce(CHAIN[name], Book())  # a first start builds the chain: say which stages, and how long each takes
-    if name == "aligned":
-        from ch07_alignment.aligned import load_aligned_model
-        return load_aligned_model()
-    if name == "sft":
-        from ch06_sft.finetune import load_sft_model
-        return load_sft_model()
-    from ch05_pretraining.pretrain import load_pretrained_tiny
-    return load_pretrained_tiny()
+    from ch07_alignment.build import prepare
+    return prepare(name)  # a first start builds the chain, announcing each stage and how long it takes
 
 
 def chat(model: nn.Module, tokenizer, *, temperature: float, top_k: int | None, top_p: float | None, seed: int,

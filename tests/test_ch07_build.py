@@ -246,7 +246,8 @@ def test_a_first_start_says_which_stages_it_builds_and_how_long_each_takes():
             return stage == "corpus"
 
     out = io.StringIO()
-    build_module.announce(build_module.CHAIN["aligned"], Fresh(), out)
+    for stage in build_module.CHAIN["aligned"]:
+        build_module.announce(stage, Fresh(), out)
     assert out.getvalue().splitlines() == [
-        f"building {stage} ({build_module.ABOUT[stage]} on a 2-core CPU, once; a progress bar follows)"
+        f"building {build_module.NAMES[stage]}: {build_module.ABOUT[stage]} on a 2-core CPU, once"
         for stage in ("tokenizer", "pretrain", "dpo")]
