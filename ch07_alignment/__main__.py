@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from . import chat
+from . import chat, export
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -10,6 +10,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Talk to the book's model, build the whole book, or export the model.")
     commands = parser.add_subparsers(dest="command", required=True)
     chat.add_parser(commands)
+    export.add_parser(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 
