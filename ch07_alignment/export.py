@@ -1,25 +1,22 @@
 """Export the book's model in Hugging Face format: `python -m ch07_alignment export --out DIR`.
 
-DIR gets config.json, model.safetensors and generation_config.json (LlamaForCausalLM for Chapter 4's
-Llama-style block, GPT2LMHeadModel for GPT-2's), and tokenizer.json with tokenizer_config.json: our byte-level
-BPE rebuilt in the `tokenizers` library, with Chapter 6's chat format as the chat template. Then
-AutoModelForCausalLM.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR) load it offline.
+DIR gets config.json, model.safetensors and generation_config.json (LlamaForCausalLM for Chapter 4's Llama-style
+block, GPT2LMHeadModel for GPT-2's) and tokenizer.json with tokenizer_config.json (our byte-level BPE rebuilt in
+`tokenizers`, Chapter 6's format as the chat template), which transformers' Auto classes load offline.
+The weights go through the inverse of Chapter 4's loaders (ch04_gpt_model/hf.py), and those loaders must read
+the result back as our config and every tensor exactly. Our RoPE pairs (x_i, x_{i+head_dim/2}), as Hugging
+Face's rotate_half does, so q and k need no permutation.
 
-The weights are mapped by the inverse of Chapter 4's loaders (ch04_gpt_model/hf.py), and checked with those
-loaders: read back, the files must give our config and every tensor exactly. Our RoPE already pairs
-(x_i, x_{i+head_dim/2}) as Hugging Face's rotate_half does, so q and k need no permutation.
-
-Where Hugging Face's tokens can differ from ours (tests/test_ch07_export.py shows each):
-- The chat template tokenizes the whole conversation as one string; render encodes prompt and response apart.
-  The prompt ends with "\\n", and GPT-2's pattern joins a newline only to whitespace after it, so the two agree
-  unless a response starts with two or more whitespace characters or is only whitespace ("\\n\\nHi", "  x", " "),
-  and the tokenizer has a merge for the joined run (such as "\\n\\n"). Chat also keeps the ids the model
-  generated, which need not be how its answer's text encodes.
-- A special-token string typed in a message ("<|endoftext|>") is that special token to Hugging Face, as with
-  encode(text, allowed_special="all"); render encodes it as text (encode_ordinary).
-- The split pattern runs in Oniguruma, not in the `regex` package, whose Unicode tables are newer: 17,480
-  recently assigned code points (none of them in Unicode 14; U+0558, CJK in plane 3) are letters or digits
-  to `regex` only, so text with them is split differently, which changes ids where a merge spans the split.
+Where Hugging Face's ids can differ from ours (tests/test_ch07_export.py shows each):
+- The chat template tokenizes the conversation as one string; render encodes prompt and response apart. The
+  prompt ends with "\n", which GPT-2's pattern joins only to whitespace after it, so they agree unless a response
+  starts with two or more whitespace characters or is only whitespace ("\n\nHi", "  x", " ") and the tokenizer
+  has a merge for the joined run ("\n\n", "\n "). And chat keeps the ids the model generated, not its text's.
+- Special-token text in a message ("<|endoftext|>") is the special token, as in encode(text, allowed_special="all");
+  render encodes it as text.
+- The split pattern runs in Oniguruma, whose Unicode tables are older than the `regex` package's: 17,480 recent
+  code points (none in Unicode 14; U+0558, CJK in plane 3) are letters or digits to `regex` only, so text with
+  them is split differently, which changes ids where a merge spans the split.
 """
 from __future__ import annotations
 
@@ -31,10 +28,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tokenizers
 import torch
-import transformers  # imports its parts on first use: `chat` does not pay for them
 
 from ch02_tokenization.bpe import BPETokenizer, gpt2_bytes_to_unicode
 from ch04_gpt_model.config import GPTConfig
@@ -43,6 +40,9 @@ from ch04_gpt_model.model import GPTModel
 from ch05_pretraining.checkpoint import CheckpointError
 from ch06_sft.chat_format import end_token_id, format_prompt
 from ch07_alignment.chat import add_model_arguments, load_model
+
+if TYPE_CHECKING:  # imported where used: `chat`, on the same command line, need not wait 1.5 s for it
+    import transformers
 
 # Every file export may write: a folder holding only these is an earlier export, which may be replaced.
 EXPORT_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
@@ -73,6 +73,7 @@ def architecture(cfg: GPTConfig) -> str:
 
 def hf_config(cfg: GPTConfig, end_id: int) -> transformers.PreTrainedConfig:
     """The config.json of the Hugging Face model equal to ours; the end token is eos, bos and pad (as GPT-2's is)."""
+    import transformers
     ids = dict(bos_token_id=end_id, eos_token_id=end_id, pad_token_id=end_id)
     if architecture(cfg) == "llama":
         return transformers.LlamaConfig(
@@ -128,6 +129,7 @@ def hf_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
 
 def hf_tokenizer(tokenizer: BPETokenizer, context_length: int) -> transformers.PreTrainedTokenizerFast:
     """Our BPE as a `tokenizers` BPE: the same vocabulary, merges in our rank order, our split pattern, our specials."""
+    import transformers
     if not isinstance(tokenizer, BPETokenizer):
         raise ValueError(f"cannot export a {type(tokenizer).__name__}: only Chapter 2's BPETokenizer")
     # Hugging Face's byte-level BPE writes each byte as GPT-2's stand-in character and keys tokens by that text.
@@ -160,9 +162,9 @@ def hf_tokenizer(tokenizer: BPETokenizer, context_length: int) -> transformers.P
 def chat_template() -> str:
     """Chapter 6's format in Jinja: each user message is format_prompt of it, each answer is followed by the end token.
 
-    The prompt already ends with the response header, so add_generation_prompt has nothing to add. The text
-    around the message comes from format_prompt itself, written as Jinja string literals so that Hugging Face's
-    trim_blocks cannot eat a newline of it.
+    The input field stays empty, as in chat; the prompt ends with the response header, so add_generation_prompt
+    has nothing to add. The text around the message is format_prompt's own, written as Jinja string literals so
+    that Hugging Face's trim_blocks cannot eat a newline of it.
     """
     before, after = format_prompt({"instruction": "\0", "input": ""}).split("\0")
 
@@ -189,6 +191,7 @@ def _comparable(cfg: GPTConfig) -> GPTConfig:
 
 def export(model: GPTModel, tokenizer: BPETokenizer, out_dir: str | Path) -> list[str]:
     """Write model and tokenizer to out_dir in Hugging Face format (atomically); return the file names written."""
+    import transformers
     cfg, out_dir = model.cfg, Path(out_dir).resolve()  # resolved: "." and "x/.." have a real name and parent
     arch = architecture(cfg)  # an unsupported model fails here, before anything is built or written
     if out_dir.exists() and not out_dir.is_dir():
@@ -250,7 +253,8 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         model, tokenizer = load_model(args.model, args.checkpoint, args.tokenizer)
-        transformers.utils.logging.disable_progress_bar()  # one line of output, not a bar per file written
+        from transformers.utils.logging import disable_progress_bar
+        disable_progress_bar()  # one line of output, not a bar per file written
         names = export(model, tokenizer, args.out)
     except (ValueError, CheckpointError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
