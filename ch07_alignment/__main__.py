@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from . import build, chat
+from . import build, chat, export
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -11,6 +11,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     chat.add_parser(commands)
     build.add_parser(commands)
+    export.add_parser(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 
