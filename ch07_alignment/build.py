@@ -161,8 +161,8 @@ class Book:
                 }[stage]
 
 
-# How long each stage takes the first time, measured on a 2-core AVX2 CPU (benchmarks/README.md); later, seconds.
-ABOUT = {"corpus": "about 1 minute", "tokenizer": "about 2 minutes", "pretrain": "about 14 minutes",
+# How long each stage takes the first time, measured by a fresh build on a 2-core AVX2-only CPU; later, seconds.
+ABOUT = {"corpus": "about 20 seconds", "tokenizer": "about 30 seconds", "pretrain": "about 14 minutes",
          "sft": "about 1 minute", "reward": "about 1 minute", "rl": "about 1 minute", "dpo": "about 3 minutes"}
 
 
