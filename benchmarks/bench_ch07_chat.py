@@ -68,8 +68,7 @@ def theirs(hf_model, ids, n_new):
             pass
 
     def run(on_token):
-        out = hf_model.generate(torch.tensor([ids]), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-                                streamer=Clock(on_token), pad_token_id=0)
+        out = hf_model.generate(torch.tensor([ids]), max_new_tokens=n_new, do_sample=False, streamer=Clock(on_token))
         return out[0, len(ids):].tolist()
     return run
 
@@ -90,6 +89,7 @@ def main():
     folder = tempfile.mkdtemp()
     export(model, tokenizer, folder)
     hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    hf_model.generation_config.eos_token_id = None  # all n_new tokens, past the end token, as ours with eos_id=None
 
     runs = {"ours, KV cache (the chat)": ours(model, ids, args.new, True),
             "ours, no cache": ours(model, ids, args.new, False),

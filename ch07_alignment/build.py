@@ -151,6 +151,16 @@ class Book:
                 return False
         return True
 
+    def training_seconds(self, stage: str) -> float | None:
+        """The summed step times in the logs of the checkpoints behind `stage`, whenever they were trained; None if none."""
+        tokenizer = self.tokenizer()
+        folders = {"pretrain": [tiny_checkpoint_dir], "sft": [sft_checkpoint_dir], "reward": [self.reward_dir],
+                   "dpo": [sft_chosen_checkpoint_dir, dpo_checkpoint_dir]}.get(stage, [])
+        logs = [read_checkpoint(folder(tokenizer))[1]["log"] for folder in folders]
+        if not logs or any(len(log.get("step_seconds", [])) != len(log["step"]) for log in logs):
+            return None  # nothing trained, or a log from before step times were logged
+        return sum(sum(log["step_seconds"]) for log in logs)
+
     def artefacts(self, stage: str) -> list[Path]:
         """The data_home() paths that hold `stage`'s artefact: what build --force deletes."""
         home = data_home()
@@ -163,7 +173,7 @@ class Book:
 
 # How long each stage takes the first time, measured by a fresh build on a 2-core AVX2-only CPU; later, seconds.
 ABOUT = {"corpus": "about 20 seconds", "tokenizer": "about 30 seconds", "pretrain": "about 14 minutes",
-         "sft": "about 1 minute", "reward": "about 1 minute", "rl": "about 1 minute", "dpo": "about 3 minutes"}
+         "sft": "about 30 seconds", "reward": "about 20 seconds", "rl": "about 1 minute", "dpo": "about 1 minute"}
 
 
 def corpus_stage(book: Book) -> dict:
@@ -274,9 +284,13 @@ def prepare(model: str, book: Book | None = None, out=sys.stderr) -> tuple[nn.Mo
     book = book or Book()
     load = {"corpus": lambda: book.documents("train"), "tokenizer": book.tokenizer, "pretrain": book.pretrained,
             "sft": book.sft, "dpo": book.aligned}
-    for stage in CHAIN[model]:
-        announce(stage, book, out)
-        artefact = load[stage]()
+    *first, last = CHAIN[model]
+    for stage in first:  # only what is missing: the last loader loads the chain before it anyway
+        if not book.built(stage):
+            announce(stage, book, out)
+            load[stage]()
+    announce(last, book, out)
+    artefact = load[last]()
     return artefact[0], artefact[1]
 
 
@@ -332,7 +346,7 @@ def build(out: Path | str, stages=tuple(STAGES), force: str | None = None, book:
         start = time.perf_counter()
         figures = STAGES[stage](book, out) if stage == "pretrain" else STAGES[stage](book)
         results[stage] = {"key": book.key(stage), "seconds": time.perf_counter() - start, "trained": trained,
-                          "figures": figures}
+                          "training_seconds": book.training_seconds(stage), "figures": figures}
         write_atomic(path, json.dumps(results[stage], indent=1) + "\n")
     from ch07_alignment.report import write_report
     write_report(out, results, machine())

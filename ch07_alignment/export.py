@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import safetensors.torch
 import tokenizers
 import torch
 
@@ -221,7 +222,14 @@ def export(model: GPTModel, tokenizer: BPETokenizer, out_dir: str | Path) -> lis
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     old = tmp.with_suffix(".old")
     try:
-        hf_model.save_pretrained(tmp)
+        # What save_pretrained writes, without it: it goes through accelerate, which imports DeepSpeed where that
+        # is installed, and DeepSpeed prints a warning on standard output. A tied output layer is stored once.
+        hf_model.config.architectures = [HF_CLASSES[arch]]  # what AutoModelForCausalLM instantiates
+        hf_model.config.save_pretrained(tmp)
+        hf_model.generation_config.save_pretrained(tmp)
+        tensors = {k: v.contiguous() for k, v in hf_model.state_dict().items()
+                   if not (cfg.tie_embeddings and k == "lm_head.weight")}
+        safetensors.torch.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         fast.save_pretrained(tmp, save_jinja_files=False)  # the chat template inside tokenizer_config.json
         names = sorted(p.name for p in tmp.iterdir())
         for name in names:  # on disk before the rename, as ch01's atomic_open does

@@ -98,7 +98,10 @@ def write_report(out: Path, results: dict, machine: dict) -> None:
               f"{machine['cpu']}, {machine['cores']} cores, native bfloat16: "
               f"{'yes' if machine['native_bfloat16'] else 'no'}; Python {machine['python']}, torch {machine['torch']}.",
               ""]
-    lines += table(["stage", "seconds", "what it did"],
-                   [[s, f"{r['seconds']:.0f}", "trained, then measured" if r.get("trained") else "loaded, then measured"]
+    lines += table(["stage", "seconds in this build", "what it did", "its training steps, when trained (s)"],
+                   [[s, f"{r['seconds']:.0f}", "trained, then measured" if r["trained"] else "loaded, then measured",
+                     "" if r.get("training_seconds") is None else f"{r['training_seconds']:.0f}"]
                     for s, r in results.items()])
+    lines += ["", "The last column sums the step times in the models' training logs (evaluations and checkpoints "
+              "not included), so it holds also for a model trained by an earlier build or by a notebook."]
     write_atomic(out / "report.md", "\n".join(lines) + "\n")
