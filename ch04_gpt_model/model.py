@@ -153,12 +153,17 @@ class GPTModel(nn.Module):
                 f"got {tuple(attention_mask.shape)}"
             )
 
-    def forward(self, idx: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def forward(self, idx: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None,
+                logits_to_keep: int = 0) -> Tensor:
         """idx (batch, seq) int64 -> logits (batch, seq, vocab_size).
 
         attention_mask (batch, seq), True for real tokens, False for (left) padding; with a cache it covers the
         cached tokens too: (batch, cached + seq). cache: a KVCache that receives this call's keys and values.
+        logits_to_keep k > 0: the logits of the last k positions only, (batch, k, vocab_size), as Hugging Face's
+        argument of that name: a loss on the last tokens (Chapter 7's responses) skips the output layer elsewhere.
         """
+        if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be an int >= 0 (0 keeps every position), got {logits_to_keep!r}")
         b, t = idx.shape
         past = 0 if cache is None else cache.length
         self._check_inputs(idx, attention_mask, past)
@@ -185,4 +190,6 @@ class GPTModel(nn.Module):
             x = block(x, attention_mask, rope, cache)
         if cache is not None:
             cache.length += t
-        return self.out_head(self.final_norm(x))  # (batch, seq, vocab_size)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]  # the output layer is the widest matmul: run it only where it is needed
+        return self.out_head(self.final_norm(x))  # (batch, seq or logits_to_keep, vocab_size)

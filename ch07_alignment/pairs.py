@@ -132,11 +132,12 @@ def train_on_pairs(model: nn.Module, cfg: TrainConfig, train_set: PreferenceData
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     precision = resolve_precision(device, cfg.precision)
-    log = {"step": [], "lr": [], "train": [], "val": []}
+    log = {"step": [], "lr": [], "train": [], "step_seconds": [], "val": []}  # step_seconds as in Chapter 5
     start = 0
     if resume and out_dir is not None and checkpoint_exists(out_dir):
         state = load_checkpoint(out_dir, model, optimizer, device=device)
         start, log = state["step"], state["log"]
+        log.setdefault("step_seconds", [])  # checkpoints written before it was logged
     else:
         torch.manual_seed(cfg.seed)
     stream = pair_batches(train_set, cfg.batch_size, pad_id, seed=cfg.seed, start=start * cfg.grad_accum_steps)
@@ -166,6 +167,7 @@ def train_on_pairs(model: nn.Module, cfg: TrainConfig, train_set: PreferenceData
         log["step"].append(done)
         log["lr"].append(lr)
         log["train"].append(step_metrics)
+        log["step_seconds"].append(time.perf_counter() - t0)
         if done % cfg.eval_interval == 0 or done == cfg.max_steps:
             log["val"].append({"step": done, **evaluate_pairs(model, val_batches, step_fn, device, precision)})
         if out_dir is not None and (done % cfg.checkpoint_interval == 0 or done == cfg.max_steps):

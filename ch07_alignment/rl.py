@@ -30,9 +30,13 @@ def sequence_logprobs(model: nn.Module, ids: torch.Tensor, loss_mask: torch.Tens
     if empty:
         raise ValueError(f"rows {empty} have no response token in loss_mask: their log-prob would be a silent 0. "
                          "Render them with a response (an 'output').")
-    logits = model(ids[:, :-1])                                           # (batch, T - 1, vocab)
-    token_logps = -F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(),
-                                   reduction="none").view_as(scored)       # (batch, T - 1): log p(ids[t] | ids[:t])
+    # Only the positions from the batch's first response target on need logits: the output layer, the widest
+    # matmul of a small model, and the softmax over the vocabulary are skipped for the prompts before it.
+    first = int(scored.float().argmax(dim=1).min())                      # argmax: each row's first True
+    scored = scored[:, first:]                                            # (batch, K), K = T - 1 - first
+    logits = model(ids[:, :-1], logits_to_keep=scored.shape[1])           # (batch, K, vocab)
+    token_logps = -F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1 + first:].flatten(),
+                                   reduction="none").view_as(scored)       # (batch, K): log p(ids[t] | ids[:t])
     total = (token_logps * scored).sum(dim=1)                             # (batch,)
     return total / scored.sum(dim=1) if average else total
 

@@ -124,6 +124,22 @@ def test_llama_cached_logits_equal_hugging_face_past_key_values():
     torch.testing.assert_close(got, expected, atol=TOL, rtol=0)
 
 
+
+def test_logits_to_keep_equals_hugging_face_and_the_last_rows_of_the_full_logits():
+    hf = hf_llama(2, False)
+    ours = load_hf_llama(hf.state_dict(), hf.config.to_dict()).eval()
+    idx = torch.randint(0, 151, (2, 20))
+    with torch.no_grad():
+        full = ours(idx)
+        for k in (1, 7, 20):
+            got = ours(idx, logits_to_keep=k)
+            assert got.shape == (2, k, 151)
+            torch.testing.assert_close(got, full[:, -k:], atol=1e-6, rtol=0)
+            torch.testing.assert_close(got, hf(idx, logits_to_keep=k).logits, atol=TOL, rtol=0)
+    for bad in (-1, 2.0):
+        with pytest.raises(ValueError, match="logits_to_keep must be an int >= 0"):
+            ours(idx, logits_to_keep=bad)
+
 def test_loader_errors_name_the_parameter():
     hf = hf_gpt2(True)
     cfg = hf.config.to_dict()

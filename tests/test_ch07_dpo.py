@@ -165,7 +165,8 @@ def test_dpo_resume_is_exact(tmp_path, length_normalize):
     log_resumed = train_dpo(resumed, tok, PAIRS[:8], PAIRS[8:], cfg, out_dir=tmp_path, resume=True, progress=False)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    assert log_resumed == log_whole
+    timing = lambda log: {k: v for k, v in log.items() if k != "step_seconds"}  # noqa: E731  wall-clock seconds differ
+    assert timing(log_resumed) == timing(log_whole) and len(log_resumed["step_seconds"]) == len(log_whole["step"])
 
 
 def test_load_aligned_model_trains_once_then_loads_the_same_weights(tmp_path, monkeypatch, capsys):

@@ -123,7 +123,8 @@ def our_logprobs(hf_model, batch):
     TRL also passes attention_mask; with right padding and causal attention the real tokens never see
     the padding, so the logits at the scored positions are the same without it.
     """
-    model = lambda ids: hf_model(input_ids=ids).logits  # noqa: E731  (B, T) ids -> (B, T, V) logits
+    # (B, T) ids -> (B, T, V) logits; logits_to_keep is Hugging Face's argument, which ours copies
+    model = lambda ids, logits_to_keep=0: hf_model(input_ids=ids, logits_to_keep=logits_to_keep).logits  # noqa: E731
     with torch.no_grad():
         return sequence_logprobs(model, batch["input_ids"], batch["completion_mask"].bool()).chunk(2)
 

@@ -1,0 +1,114 @@
+"""`python -m ch07_alignment chat`, driven as a reader drives it: the real process, through a pipe, on a small
+model the test trains in a second. Exit status 0, no traceback, and the notices for dropped turns and long turns."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ch02_tokenization.bpe import BPETokenizer
+from ch04_gpt_model import GPTConfig, GPTModel
+from ch05_pretraining.checkpoint import save_checkpoint
+from ch07_alignment.chat import Conversation, StreamPrinter
+
+REPO = Path(__file__).resolve().parent.parent
+TEXT = "Once upon a time a small fox asked the owl a question. The owl said: think, and you will know. " * 20
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chat")
+    tokenizer = BPETokenizer.train([TEXT, "café naïve ünïcödé 日本"], vocab_size=300)
+    tokenizer.save(folder / "tokenizer.json")
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=96, emb_dim=16, n_heads=2, n_layers=2)
+    model = GPTModel(cfg)
+    save_checkpoint(folder / "ckpt", model, torch.optim.AdamW(model.parameters()),
+                    {"step": 0, "model_config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}})
+    return folder, tokenizer
+
+
+def run_chat(folder, stdin: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ch07_alignment", "chat", "--checkpoint", str(folder / "ckpt"),
+           "--tokenizer", str(folder / "tokenizer.json"), "--max-new-tokens", "8", *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+
+
+def test_a_conversation_with_commands_ends_cleanly_at_end_of_input(small_model):
+    folder, _ = small_model
+    result = run_chat(folder, "Tell me a story.\nAnd then?\n/help\n/frobnicate\n/clear\n\nOne more.\n")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("> ") == 8  # a prompt for each of the 7 lines, and one more before end of input
+    assert "unknown command /frobnicate" in out and out.count("/clear   forget") == 2  # /help, and after the unknown
+    assert "(conversation cleared)" in out
+
+
+def test_a_turn_longer_than_the_context_is_cut_and_old_turns_are_dropped(small_model):
+    folder, _ = small_model
+    long_turn = "the owl said think " * 30
+    result = run_chat(folder, f"Hello there.\n{long_turn}\n/quit\n")
+    assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr
+    assert "(dropped the 1 oldest turn to fit the 96-token context)" in result.stdout
+    assert "only its last 88 are used" in result.stdout  # 96 tokens of context - 8 for the answer
+
+
+def test_one_shot_prompt_answers_and_exits(small_model):
+    folder, _ = small_model
+    result = run_chat(folder, "", "--prompt", "Say something.")
+    assert result.returncode == 0 and "Traceback" not in result.stderr and "> " not in result.stdout
+
+
+def test_ctrl_c_at_the_prompt_exits_with_status_0(small_model):
+    folder, _ = small_model
+    cmd = [sys.executable, "-m", "ch07_alignment", "chat", "--checkpoint", str(folder / "ckpt"),
+           "--tokenizer", str(folder / "tokenizer.json")]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.stdout.read(1) != ">":  # wait for the first prompt
+        pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_bad_settings_are_a_message_not_a_traceback(small_model):
+    folder, _ = small_model
+    result = run_chat(folder, "", "--temperature", "-1")
+    assert result.returncode == 2 and "temperature must be >= 0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stream_printer_holds_a_split_character_until_it_is_complete(small_model):
+    _, tokenizer = small_model
+    import io
+
+    ids = tokenizer.encode_ordinary("日本")
+    byte_tokens = list(ids)
+    assert len(byte_tokens) > 2  # two characters in more than two tokens: some token holds part of one
+    out = io.StringIO()
+    printer = StreamPrinter(tokenizer, out)
+    seen = []
+    for token in byte_tokens:
+        printer(token)
+        seen.append(out.getvalue())
+    printer.finish()
+    assert out.getvalue() == "日本\n"
+    assert all("\ufffd" not in s for s in seen)  # never a replacement character for half a character
+
+
+def test_conversation_keeps_whole_turns_within_the_budget(small_model):
+    _, tokenizer = small_model
+    conv = Conversation(tokenizer, context_length=96, max_new_tokens=8)
+    for _ in range(5):
+        ids, own, notices = conv.prompt("Tell me a story.")
+        assert len(ids) <= 88
+        conv.add(own, [1, 2, 3])
+    with pytest.raises(ValueError, match="smaller than the context"):
+        Conversation(tokenizer, context_length=8, max_new_tokens=8)
