@@ -154,6 +154,20 @@ def test_gpt2s_tokenizer_with_its_byte_permutation(tmp_path, verdict):
         check_ids(hf_tok, gpt2, text)
 
 
+
+def test_the_book_tokenizer_gives_our_ids_on_a_validation_document(tmp_path):
+    # The book's own 4,096-id tokenizer on a document it was not trained on (built once into the data home,
+    # as the chapters build it; the notebooks reuse both). Its first 20,000 characters, to keep the test short.
+    from ch01_data.pipeline import load_documents
+    from ch02_tokenization.bpe import load_book_tokenizer
+
+    book = load_book_tokenizer()
+    hf_tokenizer(book, 256).save_pretrained(tmp_path)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    document = load_documents("val")[0]["text"][:20_000]
+    check_ids(hf_tok, book, document)
+    assert len(book.encode(document)) > 4000
+
 def test_two_tokens_spelling_the_same_bytes_are_refused():
     # 257 = "ab"+"c" and 259 = "a"+"bc" are both "abc": Hugging Face's vocabulary, keyed by text, cannot hold both.
     twins = BPETokenizer([(97, 98), (256, 99), (98, 99), (97, 258)], special_tokens={"<|endoftext|>": 260})
