@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -69,11 +70,10 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _verify(path: Path, sha256: str, what: str) -> None:
+def _verify(path: Path, sha256: str, what: str, fix: str) -> None:
     actual = sha256_of(path)
     if actual != sha256:
-        raise ChecksumError(f"{what} has the wrong sha256: expected {sha256}, got {actual}. "
-                            "The file is corrupt or was altered; delete it and fetch it again.")
+        raise ChecksumError(f"{what} has the wrong sha256: expected {sha256}, got {actual}. {fix}")
 
 
 def _download(url: str, dest, timeout: float) -> None:
@@ -100,7 +100,7 @@ def fetch(url: str, sha256: str, *, cache_dir: Path | None = None,
     target = Path(cache_dir or data_home() / "downloads") / sha256 / name
     if target.exists():
         try:
-            _verify(target, sha256, f"cached file {target}")
+            _verify(target, sha256, f"cached file {target}", "")
             return target
         except ChecksumError:
             target.unlink()  # a damaged cache entry is replaced, not trusted
@@ -115,13 +115,20 @@ def fetch(url: str, sha256: str, *, cache_dir: Path | None = None,
                     with open(mirror_file, "rb") as src:
                         shutil.copyfileobj(src, dest)
                     source = f"mirror file {mirror_file} (for {url})"
+                    fix = ("It is not the file the project names: replace it with a good copy, "
+                           "or unset LLMFS_DATA_MIRROR to download the file instead.")
                 else:
                     _download(url, dest, timeout)
                     source = f"download of {url}"
+                    fix = "The file at that address has changed or was damaged on the way; nothing was cached."
                 dest.flush()
-                _verify(Path(dest.name), sha256, source)  # raising here leaves no file behind
+                _verify(Path(dest.name), sha256, source, fix)  # raising here leaves no file behind
             return target
         except OSError as e:  # network trouble: wait, then retry
+            if isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500:  # asking again gets the same answer
+                raise DownloadError(f"{url} answered {e.code} {e.reason}: the address is wrong or the file has moved. "
+                                    f"Put the file in a folder as {sha256} and set LLMFS_DATA_MIRROR to that "
+                                    f"folder, or save it as {target}.") from e
             errors.append(f"attempt {attempt + 1}: {e}")
             time.sleep(min(2 ** attempt, 10) if attempt + 1 < retries else 0)
     raise DownloadError(

@@ -87,3 +87,38 @@ def test_atomic_open_leaves_the_old_file_on_error(tmp_path):
             raise RuntimeError("killed while writing")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"], "the temporary file must be removed"
+
+
+def test_a_4xx_answer_is_not_retried_and_says_what_to_do(tmp_path, monkeypatch):
+    # A real server on this machine that answers 404 and counts the requests.
+    import http.server
+    import threading
+
+    requests = []
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("LLMFS_DATA_MIRROR", raising=False)
+    url = f"http://127.0.0.1:{server.server_port}/books/missing.txt"
+    try:
+        with pytest.raises(DownloadError) as err:
+            fetch(url, SHA, cache_dir=tmp_path / "cache", retries=3)
+    finally:
+        server.shutdown()
+    assert requests == ["/books/missing.txt"]  # once: asking again would get the same answer
+    message = str(err.value)
+    assert "answered 404" in message and "address is wrong" in message and "LLMFS_DATA_MIRROR" in message
+
+
+def test_a_tampered_mirror_file_says_to_replace_it_not_to_fetch_again(tmp_path, mirror):
+    (mirror / SHA).write_bytes(b"not the book")
+    with pytest.raises(ChecksumError, match="replace it with a good copy, or unset LLMFS_DATA_MIRROR"):
+        fetch(URL, SHA, cache_dir=tmp_path / "cache")
