@@ -39,7 +39,7 @@ from ch07_alignment.compare import marker_words, politeness
 from ch07_alignment.data import load_preference_data, split_pairs
 from ch07_alignment.dpo import evaluate_dpo
 from ch07_alignment.reward import REWARD_TRAIN, RewardModel, reward_accuracy, train_reward_model
-from ch07_alignment.rl import RLConfig, mean_and_stderr, sample_responses, sampled_kl, train_rl
+from ch07_alignment.rl import RLConfig, sample_responses, sampled_kl, train_rl
 
 EXAMPLE_CHATS = ("Give three tips for staying healthy.", "What is the capital of France?",
                  "Rewrite this sentence more politely: Send me the report now.")
@@ -139,7 +139,6 @@ class Book:
                  "sft": [(sft_checkpoint_dir, SFT_TINY.train.max_steps)],
                  "reward": [(sft_checkpoint_dir, SFT_TINY.train.max_steps),
                             (self.reward_dir, self.reward_config.max_steps)],
-                 "sft_chosen": [(sft_chosen_checkpoint_dir, SFT_TINY.train.max_steps)],
                  "dpo": [(sft_chosen_checkpoint_dir, SFT_TINY.train.max_steps),
                          (dpo_checkpoint_dir, DPO_TINY.train.max_steps)]}
         for folder_of, steps in chain["pretrain"] + chain.get(stage, []):
@@ -176,12 +175,12 @@ ABOUT = {"corpus": "about 20 seconds", "tokenizer": "about 30 seconds", "pretrai
          "sft": "about 30 seconds", "reward": "about 20 seconds", "rl": "about 1 minute", "dpo": "about 1 minute"}
 
 
-def corpus_stage(book: Book) -> dict:
+def corpus_stage(book: Book, out: Path) -> dict:
     report = book.corpus_report()
     return {"stages": report["stages"], "splits": report["splits"]}
 
 
-def tokenizer_stage(book: Book) -> dict:
+def tokenizer_stage(book: Book, out: Path) -> dict:
     """Compression on the validation documents: UTF-8 bytes per token, ours against GPT-2's 50,257-token vocabulary."""
     import tiktoken
 
@@ -214,19 +213,19 @@ def pretrain_stage(book: Book, out: Path) -> dict:
             "bpb_bytes": sum(len(t.encode("utf-8")) for t in texts)}
 
 
-def sft_stage(book: Book) -> dict:
+def sft_stage(book: Book, out: Path) -> dict:
     model, tokenizer = book.sft()
     test = book.instruction_splits()["test"]
     return {"test_records": len(test), **evaluate_sft(model, tokenizer, test)}
 
 
-def reward_stage(book: Book) -> dict:
+def reward_stage(book: Book, out: Path) -> dict:
     _, tokenizer = book.sft()
     test = book.preference_splits()["test"]
     return {"test_pairs": len(test), "test_accuracy": reward_accuracy(book.reward_model(), tokenizer, test)}
 
 
-def rl_stage(book: Book) -> dict:
+def rl_stage(book: Book, out: Path) -> dict:
     """Section 7.2's RL step (beta from RLConfig), from the SFT model; its first and last 10 steps."""
     reference, tokenizer = book.sft()
     policy, _ = book.sft()
@@ -238,7 +237,7 @@ def rl_stage(book: Book) -> dict:
                for k in ("reward", "kl", "stopped") for end in ("first", "last")}}
 
 
-def dpo_stage(book: Book) -> dict:
+def dpo_stage(book: Book, out: Path) -> dict:
     """The chapter's model (SFT on chosen, then DPO) on the test pairs, and its answers' politeness against Ch. 6's."""
     aligned, tokenizer = book.aligned()
     reference, _ = book.sft_chosen()
@@ -260,7 +259,8 @@ def dpo_stage(book: Book) -> dict:
             "kl": kl["kl"], "kl_stderr": kl["kl_stderr"], "politeness": polite, "markers": markers, "chats": chats}
 
 
-STAGES: dict[str, Callable] = {"corpus": corpus_stage, "tokenizer": tokenizer_stage, "pretrain": pretrain_stage,
+# Each stage: (book, out folder) -> its figures, JSON-ready.
+STAGES: dict[str, Callable[[Book, Path], dict]] = {"corpus": corpus_stage, "tokenizer": tokenizer_stage, "pretrain": pretrain_stage,
                                "sft": sft_stage, "reward": reward_stage, "rl": rl_stage, "dpo": dpo_stage}
 CHAIN = {"aligned": ("corpus", "tokenizer", "pretrain", "dpo"), "sft": ("corpus", "tokenizer", "pretrain", "sft"),
          "pretrained": ("corpus", "tokenizer", "pretrain")}
@@ -344,7 +344,7 @@ def build(out: Path | str, stages=tuple(STAGES), force: str | None = None, book:
         announce(stage, book)
         print(f"{stage}: {'building' if trained else 'loading'} and measuring", flush=True)
         start = time.perf_counter()
-        figures = STAGES[stage](book, out) if stage == "pretrain" else STAGES[stage](book)
+        figures = STAGES[stage](book, out)  # out: where a stage writes its plots
         results[stage] = {"key": book.key(stage), "seconds": time.perf_counter() - start, "trained": trained,
                           "training_seconds": book.training_seconds(stage), "figures": figures}
         write_atomic(path, json.dumps(results[stage], indent=1) + "\n")

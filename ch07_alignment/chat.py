@@ -66,8 +66,10 @@ class Conversation:
         return [t for turn in self.turns for t in turn] + new, new, notices
 
     def add(self, prompt_tail: list[int], answer: list[int]) -> None:
-        """Keep a finished turn: its rendered prompt and the answer's ids with the end token."""
-        self.turns.append(prompt_tail + answer)
+        """Keep a finished turn: its rendered prompt and the answer's ids, ended by the end token as in training
+        (added if the answer was cut off by max_new_tokens)."""
+        end = end_token_id(self.tokenizer)
+        self.turns.append(prompt_tail + answer + ([] if answer[-1:] == [end] else [end]))
 
 
 class StreamPrinter:
@@ -209,6 +211,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C at the prompt or while generating: leave quietly
         sys.stdout.write("\n")
         return 0
-    except (ValueError, CheckpointError) as e:
+    except (ValueError, CheckpointError, OSError) as e:  # OSError: a --tokenizer file that is not there
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -5,7 +5,6 @@ model, the RL step, DPO) at toy sizes on a slice of the real data. The report's 
 stages' own, a second build must skip every stage, and --force must redo a stage and the ones after it.
 """
 import copy
-import dataclasses
 import json
 import re
 import subprocess
@@ -214,7 +213,7 @@ def test_a_second_build_skips_what_is_unchanged_and_force_redoes_the_rest(mini):
 def test_an_interrupted_build_resumes_at_the_stage_it_was_in(mini, tmp_path, monkeypatch):
     book, _, _ = mini
 
-    def interrupted(book):
+    def interrupted(book, out):
         raise KeyboardInterrupt
 
     monkeypatch.setitem(build_module.STAGES, "rl", interrupted)

@@ -13,6 +13,7 @@ import torch
 from ch02_tokenization.bpe import BPETokenizer
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining.checkpoint import save_checkpoint
+from ch06_sft.chat_format import end_token_id
 from ch07_alignment.chat import Conversation, StreamPrinter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,6 +84,11 @@ def test_bad_settings_are_a_message_not_a_traceback(small_model):
     folder, _ = small_model
     result = run_chat(folder, "", "--temperature", "-1")
     assert result.returncode == 2 and "temperature must be >= 0" in result.stderr and "Traceback" not in result.stderr
+    cmd = [sys.executable, "-m", "ch07_alignment", "chat", "--checkpoint", str(folder / "ckpt"),
+           "--tokenizer", str(folder / "missing.json")]
+    result = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2 and "missing.json" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_stream_printer_holds_a_split_character_until_it_is_complete(small_model):
@@ -110,5 +116,7 @@ def test_conversation_keeps_whole_turns_within_the_budget(small_model):
         ids, own, notices = conv.prompt("Tell me a story.")
         assert len(ids) <= 88
         conv.add(own, [1, 2, 3])
+    cut_off = conv.turns[-1][-3:]
+    assert cut_off == [1, 2, 3][-2:] + [end_token_id(tokenizer)]  # an answer cut by max_new_tokens still ends the turn
     with pytest.raises(ValueError, match="smaller than the context"):
         Conversation(tokenizer, context_length=8, max_new_tokens=8)
