@@ -4,7 +4,7 @@ One module per idea, each importing only the ones before it:
 fetch -> sources -> clean -> quality -> dedup -> pipeline.
 """
 from .fetch import ChecksumError, DownloadError, atomic_open, data_home, fetch, sha256_of, write_atomic
-from .sources import MANIFEST, Source, fetch_corpus, gather, load_manifest, removal
+from .sources import MANIFEST, VERDICT, Source, fetch_corpus, fetch_verdict, gather, load_manifest, removal
 from .clean import (
     END_MARKERS,
     LEGACY_ENCODING,
@@ -53,7 +53,7 @@ __all__ = [
     # fetch
     "ChecksumError", "DownloadError", "atomic_open", "data_home", "fetch", "sha256_of", "write_atomic",
     # sources
-    "MANIFEST", "Source", "fetch_corpus", "gather", "load_manifest", "removal",
+    "MANIFEST", "VERDICT", "Source", "fetch_corpus", "fetch_verdict", "gather", "load_manifest", "removal",
     # clean
     "END_MARKERS", "LEGACY_ENCODING", "START_MARKERS", "binary_reason", "clean_text", "collapse_blank_lines",
     "decode_stage", "decode_text", "find_markers", "normalize_newlines", "normalize_unicode", "strip_gutenberg",

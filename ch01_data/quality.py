@@ -34,6 +34,9 @@ class QualityConfig:
     min_terminal_punct_paragraph_fraction: float = 0.12  # FineWeb: >= 12% of lines end in punctuation
     blocklist: tuple = ("lorem ipsum",)  # C4: drop pages with placeholder text
 
+    def __hash__(self) -> int:  # frozen, so hashable like any value, though one field is a dict
+        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in vars(self).values()))
+
     def __post_init__(self):
         if not 0 < self.min_words <= self.max_words:
             raise ValueError(f"min_words and max_words must satisfy 0 < min_words <= max_words, "

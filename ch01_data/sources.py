@@ -39,6 +39,18 @@ def fetch_corpus(manifest: list[Source] | None = None) -> list[tuple[Source, Pat
     return [(s, fetch(s.url, s.sha256)) for s in tqdm(sources, desc="fetching", unit="file", leave=False)]
 
 
+# The short story Chapters 2 and 4 try their code on before the corpus, as rasbt/LLMs-from-scratch
+# does: Edith Wharton's "The Verdict" (1908), at one pinned commit of that repository.
+VERDICT = Source("b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f", 20_479,
+                 "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/28c65cdfbc3338e2e040016eea4b7fdf556e4d57/"
+                 "ch02/01_main-chapter-code/the-verdict.txt", "Edith Wharton", "The Verdict")
+
+
+def fetch_verdict() -> str:
+    """The text of "The Verdict", fetched once into the data home and checked against its sha256."""
+    return fetch(VERDICT.url, VERDICT.sha256).read_text(encoding="utf-8")
+
+
 def _title(filename: str) -> str:
     """A file name without .txt, with control characters (a few names hold a CR) as spaces."""
     return " ".join(Path(filename).stem.split())

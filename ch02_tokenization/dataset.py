@@ -79,6 +79,10 @@ def create_dataloader(tokens: Sequence[int] | np.ndarray | torch.Tensor, batch_s
                       seed: int = 123, num_workers: int = 0) -> DataLoader:
     """Batches of (input, target), each (batch_size, context_length); the shuffle order depends only on `seed`."""
     dataset = SlidingWindowDataset(tokens, context_length, stride or context_length)
+    if drop_last and len(dataset) < batch_size:  # the loader would silently yield no batch at all
+        raise ValueError(f"{len(tokens)} tokens make {len(dataset)} windows, fewer than batch_size {batch_size}, so with "
+                         "drop_last=True there is no batch; use more text, a smaller batch_size or stride, "
+                         "or drop_last=False")
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=num_workers, generator=generator)

@@ -18,4 +18,7 @@ def get_device(preference: str = "auto") -> torch.device:
         raise ValueError(f"unknown device {preference!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
     if (device.type == "cuda" and not torch.cuda.is_available()) or (device.type == "mps" and not mps_ok):
         raise ValueError(f"device {preference!r} is not available on this machine: use 'auto' or 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {preference!r} does not exist: this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device

@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from ch01_data.sources import load_manifest
+from ch01_data.sources import VERDICT, fetch_verdict, load_manifest
 from ch01_data.fetch import ChecksumError, DownloadError, atomic_open, fetch, write_atomic
 
 PAYLOAD = b"It was a dark and stormy night.\n"
@@ -67,6 +67,14 @@ def test_manifest_describes_the_default_corpus():
     assert len(sources) == 177
     assert sum(s.bytes for s in sources) == 43_735_248
     assert all(len(s.sha256) == 64 and s.url.startswith("https://") for s in sources)
+
+
+def test_the_verdict_is_the_file_its_entry_describes():
+    """Chapters 2 and 4 read the short story through this one entry (from the data home, the mirror or the web)."""
+    text = fetch_verdict()
+    assert len(text.encode("utf-8")) == VERDICT.bytes == 20_479
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == VERDICT.sha256
+    assert text.startswith("I HAD always thought Jack Gisburn")
 
 
 def test_write_atomic_makes_an_ordinary_readable_file(tmp_path):

@@ -150,6 +150,13 @@ def test_stop_words_duplicates_ngrams_punctuation():
     assert quality_reasons(prose(200), QualityConfig(max_words=100)) == [f"too many words: {len(prose(200).split())} > 100"]
 
 
+def test_quality_config_is_a_hashable_value():
+    assert hash(QualityConfig()) == hash(QualityConfig()) and QualityConfig() == QualityConfig()
+    assert len({QualityConfig(), QualityConfig(), QualityConfig(max_words=500)}) == 2
+    other_ngrams = QualityConfig(max_top_ngram_char_fraction={2: 0.5})
+    assert other_ngrams != QualityConfig() and len({other_ngrams, QualityConfig()}) == 2
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="max_dup_line_fraction"):
         QualityConfig(max_dup_line_fraction=1.5)

@@ -44,6 +44,14 @@ def test_dataloader_batches_and_seeded_shuffle():
     assert torch.equal(x[:, 1:], y[:, :-1]) and x[1, 0] == 3
 
 
+def test_dataloader_without_a_full_batch_is_an_error():
+    tokens = np.arange(30)  # 3 windows of 8 + 1 tokens
+    with pytest.raises(ValueError, match="3 windows, fewer than batch_size 4"):
+        create_dataloader(tokens, batch_size=4, context_length=8)
+    assert [len(x) for x, _ in create_dataloader(tokens, batch_size=4, context_length=8, drop_last=False)] == [3]
+    assert len(create_dataloader(tokens, batch_size=3, context_length=8)) == 1
+
+
 def test_token_file_round_trip(tmp_path):
     ids = [0, 1, 4095, 65535, 7]
     write_token_file(ids, tmp_path / "t.bin")

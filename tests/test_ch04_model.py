@@ -258,6 +258,20 @@ def test_get_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
             get_device("cuda")
+    else:
+        n = torch.cuda.device_count()
+        assert get_device(f"cuda:{n - 1}") == torch.device("cuda", n - 1)
+        with pytest.raises(ValueError, match=f"cuda:0 to cuda:{n - 1}"):
+            get_device(f"cuda:{n}")
+
+
+def test_get_device_checks_a_numbered_gpu(monkeypatch):
+    """Without a GPU at hand: pretend two exist, so cuda:1 is accepted and cuda:2 is refused."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert get_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="has 2 CUDA device"):
+        get_device("cuda:2")
 
 
 # ---------------------------------------------------------------- padding, cache, generation
