@@ -93,18 +93,24 @@ def load_checkpoint(out_dir: Path | str, model: nn.Module, optimizer: torch.opti
     except RuntimeError as e:
         raise CheckpointError(f"the checkpoint in {out_dir} does not fit this model: {e}") from e
     if optimizer is not None:
-        opt = meta["optimizer"]
-        state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = value.to(device)
-        for key, value in opt["scalars"].items():
-            idx, name = key.split(".", 1)
-            state.setdefault(int(idx), {})[name] = value
-        groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in opt["param_groups"]]
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        try:
+            opt = meta["optimizer"]
+            state: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith("optim."):
+                    _, idx, name = key.split(".", 2)
+                    state.setdefault(int(idx), {})[name] = value.to(device)
+            for key, value in opt["scalars"].items():
+                idx, name = key.split(".", 1)
+                state.setdefault(int(idx), {})[name] = value
+            groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in opt["param_groups"]]
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
+        except (KeyError, ValueError, TypeError, AttributeError) as e:  # an edited JSON, or another optimizer's state
+            raise CheckpointError(f"the optimizer state in {out_dir} is missing or does not fit this optimizer ({e!r}); "
+                                  "resume with the settings the run was started with, or start a fresh run") from e
     if restore_rng:
+        if "rng.torch" not in tensors:
+            raise CheckpointError(f"the checkpoint in {out_dir} holds no RNG state; load it with restore_rng=False")
         torch.set_rng_state(tensors["rng.torch"])
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
         if cuda_states and torch.cuda.is_available():

@@ -97,9 +97,7 @@ def train_batches(tokens, batch_size: int, context_length: int, *, stride: int |
         return create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
                                  stride=stride, shuffle=True, drop_last=True, seed=seed + epoch)
 
-    epoch_len = len(loader(0))
-    if epoch_len == 0:
-        raise ValueError(f"{len(tokens)} tokens are too few for one batch of {batch_size} x {context_length}")
+    epoch_len = len(loader(0))  # at least 1: create_dataloader refuses a loader without a batch
     epoch, skip = divmod(start, epoch_len)
     while True:
         # A DataLoader iterator draws a base seed from the global RNG; fork_rng keeps that draw
@@ -123,7 +121,5 @@ def fixed_batches(tokens, n_batches: int, batch_size: int, context_length: int) 
         loader = create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
                                    stride=context_length, shuffle=False, drop_last=True, seed=0)
         batches = list(loader)
-    if not batches:
-        raise ValueError(f"{len(tokens)} tokens are too few for one batch of {batch_size} x {context_length}")
     every = max(1, len(batches) // n_batches)
     return batches[::every][:n_batches]

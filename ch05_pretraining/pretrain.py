@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch.nn as nn
@@ -85,6 +86,9 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps, warmup_steps=min(cfg.warmup_steps, max_steps - 1))
     out_dir = Path(out_dir)
+    if not resume and strategy.checkpoint_exists(out_dir):  # before any work: a finished run is never overwritten
+        raise CheckpointError(f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue it, "
+                              "or choose another folder")
     dev = get_device(device)
     tokenizer = load_book_tokenizer()
     train_tokens, val_tokens, data_name = training_tokens(tokenizer, data)
@@ -143,7 +147,14 @@ def load_pretrained_tiny(device: str = "cpu") -> tuple[nn.Module, object]:
     return model.to(device).eval(), tokenizer
 
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+def device_option(text: str) -> str:
+    """--device: auto, cpu, cuda, cuda:N or mps. Whether this machine has it is get_device's check, when the run starts."""
+    if not DEVICE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -166,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=None,
                    help="train on a folder of .txt files (cleaned by Chapter 1's pipeline) or a token file (.bin) "
                         "written by Chapter 2's write_token_file; default: the book corpus")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
     args = parser.parse_args(argv)

@@ -16,14 +16,14 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm  # text bars on stderr, in a terminal and in Jupyter alike
 
-from ch05_pretraining.checkpoint import checkpoint_exists, load_checkpoint, read_checkpoint, save_checkpoint
+from ch05_pretraining.checkpoint import CheckpointError, checkpoint_exists, load_checkpoint, read_checkpoint, save_checkpoint
 from ch05_pretraining.metrics import cross_entropy
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings of one run. Steps count optimizer updates, each of grad_accum_steps micro-batches."""
     batch_size: int = 16
@@ -55,7 +55,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        self.betas = tuple(self.betas)
+        object.__setattr__(self, "betas", tuple(self.betas))  # a JSON list back as a tuple; frozen, hence object.__setattr__
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -241,6 +241,10 @@ def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator]
     start, tokens_seen = 0, 0
     if resume and out_dir is not None and strategy.checkpoint_exists(out_dir):
         state = strategy.load_checkpoint(out_dir, model, optimizer, device)
+        missing = [key for key in ("step", "tokens_seen", "log") if key not in state]
+        if missing:
+            raise CheckpointError(f"the checkpoint in {out_dir} has no {', '.join(missing)} in its JSON, so train() "
+                                  "cannot resume it; start a fresh run in a new folder")
         start, tokens_seen, log = state["step"], state["tokens_seen"], state["log"]
         log.setdefault("step_seconds", [])  # checkpoints written before it was logged
     else:

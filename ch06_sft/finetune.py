@@ -18,7 +18,7 @@ from ch04_gpt_model.model import GPTModel
 from ch05_pretraining.checkpoint import CKPT_JSON, CheckpointError, checkpoint_exists, load_checkpoint, read_checkpoint
 from ch05_pretraining.data import tokenizer_fingerprint
 from ch05_pretraining.openai_gpt2 import load_openai_gpt2
-from ch05_pretraining.pretrain import DEVICES, _positive_int  # the command line's option types, as in Chapter 5
+from ch05_pretraining.pretrain import _positive_int, device_option  # the command line's option types, as in Chapter 5
 from ch05_pretraining.pretrain import load_pretrained_tiny, plot_losses, tiny_checkpoint_dir
 from ch05_pretraining.train import TrainConfig, train
 from ch06_sft.chat_format import end_token_id
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-mask-prompt", action="store_true", help="train on the prompt tokens too (section 6.5)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="override the number of optimizer steps")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
     if checkpoint_exists(args.out) and not args.resume:
         parser.error(f"{args.out} already holds a checkpoint: pass --resume to continue it, or choose another --out")

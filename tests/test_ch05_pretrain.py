@@ -15,7 +15,7 @@ from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import (
     PRESETS, BigramModel, CheckpointError, TrainConfig, cross_entropy, decay_split, get_preset, load_checkpoint,
     load_gpt2_files, lr_at, main, make_optimizer, make_sampler, matmul_params, perplexity, read_checkpoint,
-    save_checkpoint, top_k_filter, top_p_filter, train, train_batches, fixed_batches,
+    save_checkpoint, top_k_filter, top_p_filter, train, train_batches, fixed_batches, pretrain,
 )
 
 TINY = dict(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1, qkv_bias=False)
@@ -99,6 +99,16 @@ def test_schedule_warmup_peak_and_end():
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{"max_steps": 100, "warmup_steps": 10, field: value})
+
+
+def test_train_config_is_frozen():
+    """A run's settings are a value: changing one means a new config (dataclasses.replace), validated again."""
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, betas=[0.9, 0.99])
+    assert cfg.betas == (0.9, 0.99) and hash(cfg) == hash(dataclasses.replace(cfg))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.max_steps = 5
+    with pytest.raises(ValueError, match="warmup_steps"):
+        dataclasses.replace(cfg, max_steps=5)
 
 
 def test_weight_decay_only_on_matrices():
@@ -230,6 +240,30 @@ def test_corrupt_or_truncated_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "missing", model)
 
 
+def test_checkpoint_with_an_edited_json_is_a_clear_error(tmp_path):
+    """The tensors are checksummed, the JSON beside them is not: a hand-edited one is a CheckpointError, not a KeyError."""
+    cfg = TrainConfig(batch_size=4, max_steps=4, warmup_steps=1, eval_interval=2, eval_batches=1, checkpoint_interval=2)
+    val = [next(toy_batches()(999))]
+    train(tiny_model(), cfg, toy_batches(), val, out_dir=tmp_path, progress=False)
+    json_path = tmp_path / "checkpoint.json"
+    meta = json.loads(json_path.read_text())
+
+    json_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "log"}))
+    with pytest.raises(CheckpointError, match="no log in its JSON"):
+        train(tiny_model(), dataclasses.replace(cfg, max_steps=6), toy_batches(), val, out_dir=tmp_path, resume=True,
+              progress=False)
+    json_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "optimizer"}))
+    model = tiny_model()
+    with pytest.raises(CheckpointError, match="optimizer state .* is missing"):
+        load_checkpoint(tmp_path, model, make_optimizer(model, cfg))
+    assert load_checkpoint(tmp_path, model)["step"] == 4  # the weights alone still load
+    json_path.write_text(json.dumps(meta))
+    two_groups = torch.optim.AdamW([{"params": list(model.parameters())[:2]}, {"params": list(model.parameters())[2:]},
+                                    {"params": [nn.Parameter(torch.zeros(1))]}])
+    with pytest.raises(CheckpointError, match="does not fit this optimizer"):
+        load_checkpoint(tmp_path, model, two_groups)
+
+
 def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
     model = tiny_model()
     save_checkpoint(tmp_path, model, make_optimizer(model, TrainConfig()), {"step": 1})
@@ -268,7 +302,8 @@ def test_presets_and_compute_accounting():
     (["train", "--preset", "huge", "--out", "x"], "invalid choice: 'huge'"),
     (["train", "--preset", "tiny"], "--out"),
     (["train", "--preset", "tiny", "--out", "x", "--max-steps", "0"], "positive integer"),
-    (["train", "--preset", "tiny", "--out", "x", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["train", "--preset", "tiny", "--out", "x", "--device", "tpu"], "'tpu' is not a device"),
+    (["train", "--preset", "tiny", "--out", "x", "--device", "cuda:x"], "use auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_cli_rejects_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -283,6 +318,18 @@ def test_cli_refuses_to_overwrite_a_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--preset", "tiny", "--out", str(tmp_path)])
     assert "--resume" in capsys.readouterr().err
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="already holds a checkpoint: pass resume=True"):
+        pretrain("tiny", tmp_path)  # the function, too, before it loads anything
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without a GPU gives")
+def test_cli_takes_a_numbered_gpu_and_says_when_there_is_none(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--device", "cuda:1"])
+    assert exit_info.value.code == 1
+    assert "'cuda:1' is not available on this machine" in capsys.readouterr().err
 
 
 # ---- resuming a finished run for longer (--resume with a larger --max-steps) -------------------
