@@ -2,15 +2,13 @@
 """Appendix A.2: data parallelism: every rank its rows of the global batch, gradients averaged by hand, then by DDP."""
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ch04_gpt_model import GPTConfig, GPTModel
-from ch05_pretraining.checkpoint import checkpoint_exists, load_checkpoint, read_checkpoint, save_checkpoint
+from ch05_pretraining.checkpoint import load_checkpoint, save_checkpoint
 from ch05_pretraining.train import SingleProcess, TrainConfig, train
 
 

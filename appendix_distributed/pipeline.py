@@ -67,7 +67,7 @@ def gpipe_by_hand(stage: GPTStage, x: torch.Tensor, y: torch.Tensor, n_micro: in
     Stage s receives activations from s-1 and sends its own to s+1; backward runs the other
     way, sending each input's gradient back. Gradients are the mean over micro-batches.
     """
-    rank, n = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     xs, ys = x.chunk(n_micro), y.chunk(n_micro)
     shape = (xs[0].shape[0], xs[0].shape[1], stage.cfg.emb_dim)  # (micro-batch, seq, emb_dim) between stages
     dtype = next(stage.parameters()).dtype

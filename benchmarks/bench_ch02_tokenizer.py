@@ -69,7 +69,7 @@ def train_hf(texts: list[str]) -> Tokenizer:
 
 
 def main() -> int:
-    lines = [f"$ python benchmarks/bench_ch02_tokenizer.py",
+    lines = ["$ python benchmarks/bench_ch02_tokenizer.py",
              f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs (shared); "
              f"tokenizers {version('tokenizers')}, tiktoken {version('tiktoken')}, regex {version('regex')}",
              f"best of {REPEATS} runs each (encoding: best of {ENCODE_REPEATS} interleaved rounds)", ""]

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import TrainConfig, read_checkpoint
