@@ -231,6 +231,11 @@ def export(model: GPTModel, tokenizer: BPETokenizer, out_dir: str | Path) -> lis
                    if not (cfg.tie_embeddings and k == "lm_head.weight")}
         safetensors.torch.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         fast.save_pretrained(tmp, save_jinja_files=False)  # the chat template inside tokenizer_config.json
+        # transformers 5 names the class TokenizersBackend, a name 4.x does not know; both load PreTrainedTokenizerFast.
+        tok_config = json.loads((tmp / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n",
+                                                   encoding="utf-8")
         names = sorted(p.name for p in tmp.iterdir())
         for name in names:  # on disk before the rename, as ch01's atomic_open does
             with open(tmp / name, "rb") as f:

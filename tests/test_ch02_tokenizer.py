@@ -10,15 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ch01_data import load_documents
-from ch01_data.fetch import fetch
+from ch01_data.sources import fetch_verdict
 from ch02_tokenization import (
     ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, TiktokenMismatchError, TokenizerConfig, TokenizerFileError,
     count_chunks, count_pairs, load_book_tokenizer, merge, tiktoken_encoding, train_merges, train_merges_plain,
 )
-
-VERDICT = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/28c65cdfbc3338e2e040016eea4b7fdf556e4d57/"
-           "ch02/01_main-chapter-code/the-verdict.txt",
-           "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f")
 
 HARD_CASES = [
     "", " ", "  ", "\n", "Hello world", "   leading spaces", "trailing spaces   ", "two  spaces", "x \n y",
@@ -31,7 +27,7 @@ HARD_CASES = [
 
 @pytest.fixture(scope="module")
 def verdict() -> str:
-    return fetch(*VERDICT).read_text(encoding="utf-8")
+    return fetch_verdict()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ch01_data.fetch import fetch
+from ch01_data.sources import fetch_verdict
 from ch02_tokenization.bpe import BPETokenizer
 from ch04_gpt_model import GPTConfig, GPTModel, generate
 from ch05_pretraining.checkpoint import save_checkpoint
@@ -20,7 +20,7 @@ from ch05_pretraining.sampling import make_sampler
 from ch06_sft.chat_format import end_token_id, format_prompt, render
 from ch07_alignment.chat import Conversation
 from ch07_alignment.export import architecture, export, hf_tokenizer
-from test_ch02_tokenizer import HARD_CASES, VERDICT  # the strings Chapter 2 checks its tokenizer on
+from test_ch02_tokenizer import HARD_CASES  # the strings Chapter 2 checks its tokenizer on
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -44,7 +44,7 @@ CONFIGS = {
 
 @pytest.fixture(scope="module")
 def verdict() -> str:
-    return fetch(*VERDICT).read_text(encoding="utf-8")
+    return fetch_verdict()
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,7 @@ def test_config_and_generation_config(exported, tokenizer):
     assert generation.eos_token_id == end
     saved = json.loads((out / "tokenizer_config.json").read_text())
     assert "chat_template" in saved and not (out / "chat_template.jinja").exists()
+    assert saved["tokenizer_class"] == "PreTrainedTokenizerFast"  # a name transformers 4.x and 5.x both load
 
 
 @pytest.mark.parametrize("name", ["llama-untied", "gpt2"])
