@@ -226,16 +226,15 @@ def export(model: GPTModel, tokenizer: BPETokenizer, out_dir: str | Path) -> lis
         # is installed, and DeepSpeed prints a warning on standard output. A tied output layer is stored once.
         hf_model.config.architectures = [HF_CLASSES[arch]]  # what AutoModelForCausalLM instantiates
         hf_model.config.save_pretrained(tmp)
+        if arch == "llama":  # transformers 4.x reads RoPE's base from rope_theta, 5.x from rope_parameters: write both
+            _update_json(tmp / "config.json", rope_theta=cfg.rope_theta)
         hf_model.generation_config.save_pretrained(tmp)
         tensors = {k: v.contiguous() for k, v in hf_model.state_dict().items()
                    if not (cfg.tie_embeddings and k == "lm_head.weight")}
         safetensors.torch.save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         fast.save_pretrained(tmp, save_jinja_files=False)  # the chat template inside tokenizer_config.json
         # transformers 5 names the class TokenizersBackend, a name 4.x does not know; both load PreTrainedTokenizerFast.
-        tok_config = json.loads((tmp / "tokenizer_config.json").read_text(encoding="utf-8"))
-        tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n",
-                                                   encoding="utf-8")
+        _update_json(tmp / "tokenizer_config.json", tokenizer_class="PreTrainedTokenizerFast")
         names = sorted(p.name for p in tmp.iterdir())
         for name in names:  # on disk before the rename, as ch01's atomic_open does
             with open(tmp / name, "rb") as f:
@@ -253,6 +252,13 @@ def export(model: GPTModel, tokenizer: BPETokenizer, out_dir: str | Path) -> lis
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return names
+
+
+def _update_json(path: Path, **changes) -> None:
+    """Set keys of a JSON file that transformers wrote (in the export's temporary folder, so a plain write)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(changes)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def add_parser(commands) -> None:

@@ -104,6 +104,7 @@ def test_config_and_generation_config(exported, tokenizer):
     heads = config["num_attention_heads"], config["num_key_value_heads"]
     assert heads == (4, 2) and config["max_position_embeddings"] == 64 and config["rms_norm_eps"] == 1e-6
     assert config["rope_parameters"] == {"rope_type": "default", "rope_theta": 5000.0}
+    assert config["rope_theta"] == 5000.0  # the key transformers 4.x reads (it ignores rope_parameters)
     assert not config["tie_word_embeddings"] and not config["attention_bias"] and not config["mlp_bias"]
     assert config["eos_token_id"] == config["bos_token_id"] == config["pad_token_id"] == end
     generation = transformers.GenerationConfig.from_pretrained(out)
