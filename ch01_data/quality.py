@@ -34,10 +34,11 @@ class QualityConfig:
     min_terminal_punct_paragraph_fraction: float = 0.12  # FineWeb: >= 12% of lines end in punctuation
     blocklist: tuple = ("lorem ipsum",)  # C4: drop pages with placeholder text
 
-    def __hash__(self) -> int:  # frozen, so hashable like any value, though one field is a dict
+    def __hash__(self) -> int:  # frozen, so hashable like any value; the n-gram dict by its items (do not change it)
         return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in vars(self).values()))
 
     def __post_init__(self):
+        object.__setattr__(self, "blocklist", tuple(self.blocklist))  # a list given: a tuple, so equal and hashable
         if not 0 < self.min_words <= self.max_words:
             raise ValueError(f"min_words and max_words must satisfy 0 < min_words <= max_words, "
                              f"got {self.min_words} and {self.max_words}")

@@ -87,6 +87,9 @@ def load_checkpoint(out_dir: Path | str, model: nn.Module, optimizer: torch.opti
                     device: str | torch.device = "cpu", restore_rng: bool = True) -> dict:
     """Load a checkpoint written by save_checkpoint into `model` (and `optimizer`, and the RNGs); return its JSON state."""
     tensors, meta = read_checkpoint(out_dir)
+    if restore_rng and "rng.torch" not in tensors:  # checked before anything is loaded
+        raise CheckpointError(f"the checkpoint in {out_dir} holds no RNG state, so a run cannot resume from it exactly; "
+                              "start a fresh run, or load only its weights with restore_rng=False")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
@@ -109,8 +112,6 @@ def load_checkpoint(out_dir: Path | str, model: nn.Module, optimizer: torch.opti
             raise CheckpointError(f"the optimizer state in {out_dir} is missing or does not fit this optimizer ({e!r}); "
                                   "resume with the settings the run was started with, or start a fresh run") from e
     if restore_rng:
-        if "rng.torch" not in tensors:
-            raise CheckpointError(f"the checkpoint in {out_dir} holds no RNG state; load it with restore_rng=False")
         torch.set_rng_state(tensors["rng.torch"])
         cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
         if cuda_states and torch.cuda.is_available():

@@ -97,7 +97,11 @@ def train_batches(tokens, batch_size: int, context_length: int, *, stride: int |
         return create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
                                  stride=stride, shuffle=True, drop_last=True, seed=seed + epoch)
 
-    epoch_len = len(loader(0))  # at least 1: create_dataloader refuses a loader without a batch
+    try:
+        epoch_len = len(loader(0))  # at least 1: create_dataloader refuses a loader without a batch
+    except ValueError as e:  # say it in this chapter's terms: the options of Chapter 2's loader are not ours
+        raise ValueError(f"{len(tokens):,} tokens are too few for one batch of {batch_size} x {context_length}: "
+                         "train on more text") from e
     epoch, skip = divmod(start, epoch_len)
     while True:
         # A DataLoader iterator draws a base seed from the global RNG; fork_rng keeps that draw
@@ -118,8 +122,12 @@ def byte_tokens(texts: Iterable[str]) -> np.ndarray:
 def fixed_batches(tokens, n_batches: int, batch_size: int, context_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`n_batches` non-overlapping (inputs, targets) batches spread evenly over `tokens`: the same every evaluation."""
     with torch.random.fork_rng(devices=[]):
-        loader = create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
-                                   stride=context_length, shuffle=False, drop_last=True, seed=0)
+        try:
+            loader = create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
+                                       stride=context_length, shuffle=False, drop_last=True, seed=0)
+        except ValueError as e:
+            raise ValueError(f"{len(tokens):,} tokens are too few for one evaluation batch of {batch_size} x "
+                             f"{context_length}: hold out more text") from e
         batches = list(loader)
     every = max(1, len(batches) // n_batches)
     return batches[::every][:n_batches]

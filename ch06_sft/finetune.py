@@ -187,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if checkpoint_exists(args.out) and not args.resume:
         parser.error(f"{args.out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
+    try:  # before the base model loads (its first load pretrains it): a missing GPU is known at once
+        device = get_device(args.device)
+    except ValueError as e:
+        parser.exit(1, f"error: {e}\n")
     cfg = sft_config(args.base, args.lora, not args.no_mask_prompt, args.max_steps)
     if args.resume and checkpoint_exists(args.out):
         saved = read_checkpoint(args.out)[1].get("sft_config")
@@ -195,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
                            "resume with the same options, or choose another --out\n")
     model, tokenizer = load_base(args.base)
     splits = split_records(load_instruction_data(), cfg.split_seed)
-    device = get_device(args.device)
     before = response_loss(model.to(device), tokenizer, splits["test"])
     try:
         log = finetune(model, tokenizer, splits["train"], splits["val"], cfg, out_dir=args.out, resume=args.resume,

@@ -153,6 +153,10 @@ def test_stop_words_duplicates_ngrams_punctuation():
 def test_quality_config_is_a_hashable_value():
     assert hash(QualityConfig()) == hash(QualityConfig()) and QualityConfig() == QualityConfig()
     assert len({QualityConfig(), QualityConfig(), QualityConfig(max_words=500)}) == 2
+    reordered = QualityConfig(max_top_ngram_char_fraction={4: 0.16, 3: 0.18, 2: 0.20})  # the default, keys reordered
+    assert reordered == QualityConfig() and hash(reordered) == hash(QualityConfig())
+    as_list = QualityConfig(blocklist=["lorem ipsum"])  # a list is kept as a tuple: equal to the default, hashable
+    assert as_list == QualityConfig() and hash(as_list) == hash(QualityConfig())
     other_ngrams = QualityConfig(max_top_ngram_char_fraction={2: 0.5})
     assert other_ngrams != QualityConfig() and len({other_ngrams, QualityConfig()}) == 2
 

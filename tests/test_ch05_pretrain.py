@@ -264,6 +264,34 @@ def test_checkpoint_with_an_edited_json_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path, model, two_groups)
 
 
+def test_checkpoint_without_rng_state_is_refused_before_anything_loads(tmp_path):
+    import hashlib
+    from safetensors.torch import load_file, save_file
+    model = tiny_model()
+    save_checkpoint(tmp_path, model, make_optimizer(model, TrainConfig()), {"step": 1})
+    tensors = {k: v for k, v in load_file(tmp_path / "checkpoint.safetensors").items() if not k.startswith("rng.")}
+    save_file(tensors, tmp_path / "checkpoint.safetensors")  # a valid file of another writer: no RNG state
+    blob = (tmp_path / "checkpoint.safetensors").read_bytes()
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    meta.update(tensors_sha256=hashlib.sha256(blob).hexdigest(), tensors_bytes=len(blob))
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    other = tiny_model(seed=5)
+    before = [p.clone() for p in other.parameters()]
+    with pytest.raises(CheckpointError, match="holds no RNG state.*restore_rng=False"):
+        load_checkpoint(tmp_path, other)
+    assert all(torch.equal(a, b) for a, b in zip(before, other.parameters()))  # nothing was loaded
+    load_checkpoint(tmp_path, other, restore_rng=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
+
+
+def test_too_little_text_for_a_batch_says_so_in_this_chapters_terms():
+    tokens = np.arange(30) % 50
+    with pytest.raises(ValueError, match="30 tokens are too few for one batch of 4 x 8: train on more text"):
+        next(train_batches(tokens, 4, 8))
+    with pytest.raises(ValueError, match="too few for one evaluation batch of 4 x 8: hold out more text"):
+        fixed_batches(tokens, 2, 4, 8)
+
+
 def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
     model = tiny_model()
     save_checkpoint(tmp_path, model, make_optimizer(model, TrainConfig()), {"step": 1})

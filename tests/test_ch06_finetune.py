@@ -109,6 +109,19 @@ def test_cli_rejects_bad_options(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_cli_says_at_once_when_the_gpu_is_not_there(tmp_path, monkeypatch, capsys):
+    """--device is checked before the base model loads, whose first load pretrains it for minutes."""
+    def must_not_load(base):
+        raise AssertionError("the base model was loaded before the device was checked")
+    monkeypatch.setattr(finetune_module, "load_base", must_not_load)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--base", "tiny", "--out", str(tmp_path / "run"), "--device", "cuda:1"])
+    assert exit_info.value.code == 1
+    assert "'cuda:1' does not exist: this machine has 1 CUDA device(s)" in capsys.readouterr().err
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="lora_r"):
         SFTConfig(lora_r=0)
