@@ -28,7 +28,7 @@ from ch06_sft.evaluate import generate_responses, generation_metrics, response_l
 from ch06_sft.lora import LORA_TARGETS, apply_lora
 
 
-@dataclass
+@dataclass(frozen=True)
 class SFTConfig:
     """A fine-tuning run: Chapter 5's TrainConfig for the optimisation, plus what SFT adds (prompt mask, LoRA, buckets)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -48,7 +48,7 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.lora_alpha must be positive, got {self.lora_alpha}")
         if not isinstance(self.bucket_batches, int) or self.bucket_batches < 1:
             raise ValueError(f"SFTConfig.bucket_batches must be a positive integer, got {self.bucket_batches!r}")
-        self.lora_targets = tuple(self.lora_targets)
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # frozen: set once, here
 
     def to_json(self) -> dict:
         """The config as JSON-ready values (tuples as lists), as the checkpoint stores it."""

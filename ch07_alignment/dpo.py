@@ -68,7 +68,7 @@ def dpo_step(beta: float, length_normalize: bool = False) -> StepFn:
     return step
 
 
-@dataclass
+@dataclass(frozen=True)
 class DPOConfig:
     """A DPO run: Chapter 5's TrainConfig for the optimisation, plus beta and the length-normalised option."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(

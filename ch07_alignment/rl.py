@@ -105,7 +105,7 @@ def mean_and_stderr(values: list[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / max(n - 1, 1)) ** 0.5 / n ** 0.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class RLConfig:
     """The RL step's run: prompts and samples per step, the KL coefficient and the optimiser; the defaults are section 7.2's."""
     steps: int = 60

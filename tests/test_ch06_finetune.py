@@ -127,3 +127,13 @@ def test_config_validation():
         SFTConfig(lora_r=0)
     with pytest.raises(ValueError, match="bucket_batches"):
         SFTConfig(bucket_batches=0)
+
+
+def test_run_configs_are_frozen_values():
+    """Every chapter's run config is a value: a changed setting is a new config, validated again."""
+    from ch07_alignment import DPOConfig, RLConfig
+    for config in (SFTConfig(lora_targets=["qkv"]), DPOConfig(), RLConfig()):
+        assert hash(config) == hash(dataclasses.replace(config))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            config.train = None
+    assert SFTConfig(lora_targets=["qkv"]).lora_targets == ("qkv",)
