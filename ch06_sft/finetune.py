@@ -13,6 +13,8 @@ from typing import Callable
 import torch.nn as nn
 
 from ch01_data.fetch import atomic_open, data_home, write_atomic
+from ch02_tokenization.bpe import load_book_tokenizer
+from ch04_gpt_model.config import GPTConfig
 from ch04_gpt_model.device import get_device
 from ch04_gpt_model.model import GPTModel
 from ch05_pretraining.checkpoint import CKPT_JSON, CheckpointError, checkpoint_exists, load_checkpoint, read_checkpoint
@@ -77,8 +79,8 @@ def finetune(model: nn.Module, tokenizer, train_records: list[dict], val_records
         return sft_batches(train_set, bs, pad_id, seed=cfg.train.seed, start=start, mask_prompt=cfg.mask_prompt,
                            bucket_batches=cfg.bucket_batches)
 
-    meta = {"sft_config": cfg.to_json(), "train_records": len(train_set), "dropped": len(train_set.dropped),
-            **(meta or {})}
+    meta = {"sft_config": cfg.to_json(), "model_config": dataclasses.asdict(model.cfg),  # what chat needs to load it
+            "train_records": len(train_set), "dropped": len(train_set.dropped), **(meta or {})}
     return train(model, cfg.train, batches, val_batches, out_dir=out_dir, resume=resume, device=device,
                  stop_at=stop_at, progress=progress, meta=meta)
 
@@ -132,18 +134,29 @@ def load_sft_model(device: str = "cpu") -> tuple[nn.Module, object]:
 
 
 def load_base(name: str) -> tuple[nn.Module, object]:
-    """(model, tokenizer) to fine-tune: 'tiny', the book model (Chapter 5), or 'gpt2', OpenAI's 124M with tiktoken's gpt2."""
+    """(model, tokenizer) to fine-tune: 'tiny', the book model (Chapter 5); 'gpt2', OpenAI's 124M with tiktoken's gpt2;
+    or the folder of a run of python -m ch05_pretraining train (another preset, or your own data) with the book tokenizer."""
     if name == "tiny":
         return load_pretrained_tiny()
     if name == "gpt2":
         import tiktoken
 
         return load_openai_gpt2(), tiktoken.get_encoding("gpt2")
-    raise ValueError(f"unknown base {name!r}; choose tiny or gpt2")
+    if not checkpoint_exists(name):
+        raise ValueError(f"unknown base {name!r}: choose tiny, gpt2 or a folder written by python -m ch05_pretraining train")
+    meta = read_checkpoint(name)[1]
+    tokenizer = load_book_tokenizer()
+    if "model_config" not in meta or meta.get("tokenizer") != tokenizer_fingerprint(tokenizer):
+        raise ValueError(f"the checkpoint in {name} is not a Chapter 5 run with the book tokenizer (its model_config "
+                         "and tokenizer are not recorded as python -m ch05_pretraining train records them)")
+    model = GPTModel(GPTConfig(**meta["model_config"]))
+    load_checkpoint(name, model, restore_rng=False)
+    return model, tokenizer
 
 
 def sft_config(base: str, lora_r: int | None = None, mask_prompt: bool = True, max_steps: int | None = None) -> SFTConfig:
-    """The settings the command line uses: SFT_TINY for the book model; a lower learning rate for GPT-2; LoRA a higher one."""
+    """The settings the command line uses: SFT_TINY for the book model (and other Chapter 5 runs); a lower learning rate
+    for GPT-2; LoRA a higher one."""
     train_cfg = SFT_TINY.train
     if base == "gpt2":
         train_cfg = dataclasses.replace(train_cfg, max_lr=5e-5, min_lr=5e-6)
@@ -172,12 +185,21 @@ def save_loss_plot(log: dict, path: Path | str) -> None:
     plt.close(fig)
 
 
+def base_option(text: str) -> str:
+    """--base: tiny, gpt2, or a folder that holds a checkpoint (load_base checks that it is a Chapter 5 run)."""
+    if text not in ("tiny", "gpt2") and not checkpoint_exists(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not tiny, gpt2 or a folder holding a checkpoint "
+                                         "(python -m ch05_pretraining train --out DIR writes one)")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """python -m ch06_sft train --base tiny|gpt2 --out DIR [--lora R] [--no-mask-prompt] [--resume] [--max-steps N] [--device D]."""
+    """python -m ch06_sft train --base tiny|gpt2|DIR --out DIR [--lora R] [--no-mask-prompt] [--resume] [--max-steps N] [--device D]."""
     parser = argparse.ArgumentParser(prog="python -m ch06_sft", description="Instruction-tune a pretrained GPT.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="fine-tune, writing a checkpoint, log.json, loss_curve.png and eval.json")
-    p.add_argument("--base", required=True, choices=("tiny", "gpt2"), help="the book's tiny model or OpenAI's GPT-2 124M")
+    p.add_argument("--base", required=True, type=base_option,
+                   help="tiny (the book model), gpt2 (OpenAI's GPT-2 124M) or the folder of a Chapter 5 run")
     p.add_argument("--out", required=True, type=Path, help="folder for the checkpoint, log, plot and evaluation")
     p.add_argument("--lora", type=_positive_int, default=None, metavar="R", help="LoRA of rank R instead of full fine-tuning")
     p.add_argument("--no-mask-prompt", action="store_true", help="train on the prompt tokens too (section 6.5)")
@@ -197,12 +219,16 @@ def main(argv: list[str] | None = None) -> int:
         if saved != cfg.to_json():
             parser.exit(1, f"error: the checkpoint in {args.out} was written with other settings ({saved}); "
                            "resume with the same options, or choose another --out\n")
-    model, tokenizer = load_base(args.base)
+    try:
+        model, tokenizer = load_base(args.base)
+    except ValueError as e:
+        parser.exit(1, f"error: {e}\n")
     splits = split_records(load_instruction_data(), cfg.split_seed)
     before = response_loss(model.to(device), tokenizer, splits["test"])
     try:
+        tokenizer_name = "gpt2" if args.base == "gpt2" else tokenizer_fingerprint(tokenizer)  # what chat will load
         log = finetune(model, tokenizer, splits["train"], splits["val"], cfg, out_dir=args.out, resume=args.resume,
-                       device=device, meta={"base": args.base})
+                       device=device, meta={"base": args.base, "tokenizer": tokenizer_name})
     except CheckpointError as e:
         parser.exit(1, f"error: {e}\n")
     write_atomic(args.out / "log.json", json.dumps(log))

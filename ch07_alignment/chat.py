@@ -22,6 +22,7 @@ from ch04_gpt_model.model import GPTModel
 from ch05_pretraining.checkpoint import CheckpointError, checkpoint_exists, load_checkpoint, read_checkpoint
 from ch05_pretraining.sampling import make_sampler
 from ch06_sft.chat_format import end_token_id, render
+from ch06_sft.lora import apply_lora, merge_lora
 
 HELP = """commands:
   /clear   forget the conversation and start over
@@ -72,6 +73,13 @@ class Conversation:
         self.turns.append(prompt_tail + answer + ([] if answer[-1:] == [end] else [end]))
 
 
+def token_bytes(tokenizer, token_id: int) -> bytes:
+    """The bytes one token stands for, with the book tokenizer (token_bytes) or tiktoken's (decode_single_token_bytes)."""
+    if hasattr(tokenizer, "token_bytes"):
+        return tokenizer.token_bytes(token_id)
+    return tokenizer.decode_single_token_bytes(token_id)
+
+
 class StreamPrinter:
     """Prints token ids as text the moment they complete a character: a multi-byte UTF-8 character
     split across tokens is held back until its last byte arrives."""
@@ -81,7 +89,7 @@ class StreamPrinter:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def __call__(self, token_id: int) -> None:
-        text = self.decoder.decode(self.tokenizer.token_bytes(token_id))
+        text = self.decoder.decode(token_bytes(self.tokenizer, token_id))
         if text:
             self.out.write(text)
             self.out.flush()
@@ -118,19 +126,48 @@ def chat_once(model: nn.Module, tokenizer, message: str, *, temperature: float =
     return out.getvalue().rstrip("\n")
 
 
+def checkpoint_tokenizer(checkpoint: str, meta: dict, tokenizer: str | None):
+    """The tokenizer of a checkpoint: `tokenizer` (a file of Chapter 2's, or "gpt2" for tiktoken's) if given, else
+    the one its meta names (Chapters 5 and 6 record "gpt2" or the book tokenizer's fingerprint)."""
+    name = tokenizer or meta.get("tokenizer")
+    if name == "gpt2":
+        import tiktoken
+
+        return tiktoken.get_encoding("gpt2")
+    if tokenizer is not None:
+        return BPETokenizer.load(tokenizer)
+    from ch02_tokenization.bpe import load_book_tokenizer
+    from ch05_pretraining.data import tokenizer_fingerprint
+
+    book = load_book_tokenizer()
+    if name != tokenizer_fingerprint(book):
+        raise ValueError(f"the checkpoint in {checkpoint} does not say it was trained with the book tokenizer: "
+                         "pass --tokenizer FILE (or --tokenizer gpt2)")
+    return book
+
+
 def load_model(name: str, checkpoint: str | None, tokenizer_path: str | None) -> tuple[nn.Module, object]:
-    """The model to chat with: the book's chain by name, or a Chapter 5 checkpoint folder with its tokenizer file."""
+    """The model to chat with: the book's chain by name, or a checkpoint folder written by Chapter 5's or Chapter 6's
+    command line (a LoRA fine-tune is merged), with its tokenizer."""
     if checkpoint is not None:
-        if tokenizer_path is None:
-            raise ValueError("--checkpoint needs --tokenizer: the tokenizer file the model was trained with")
         if not checkpoint_exists(checkpoint):
-            raise ValueError(f"no checkpoint in {checkpoint}: give a folder written by Chapter 5's save_checkpoint")
+            raise ValueError(f"no checkpoint in {checkpoint}: give a folder written by python -m ch05_pretraining "
+                             "train or python -m ch06_sft train")
         meta = read_checkpoint(checkpoint)[1]
         if "model_config" not in meta:
-            raise ValueError(f"the checkpoint in {checkpoint} does not record its model_config")
+            raise ValueError(f"the checkpoint in {checkpoint} does not record its model_config (an older checkpoint): "
+                             "train it again with the command line of Chapter 5 or 6")
+        tokenizer = checkpoint_tokenizer(checkpoint, meta, tokenizer_path)
         model = GPTModel(GPTConfig(**meta["model_config"]))
+        n_ids = tokenizer.vocab_size if hasattr(tokenizer, "vocab_size") else tokenizer.n_vocab  # ours / tiktoken's
+        if n_ids > model.cfg.vocab_size:
+            raise ValueError(f"the tokenizer has {n_ids} ids but the model in {checkpoint} only "
+                             f"{model.cfg.vocab_size}: pass the tokenizer it was trained with")
+        sft = meta.get("sft_config") or {}
+        if sft.get("lora_r"):  # Chapter 6's --lora: the checkpoint holds the base weights and the A, B factors
+            apply_lora(model, sft["lora_r"], sft["lora_alpha"], tuple(sft["lora_targets"]))
         load_checkpoint(checkpoint, model, restore_rng=False)
-        return model.eval(), BPETokenizer.load(tokenizer_path)
+        return merge_lora(model).eval() if sft.get("lora_r") else model.eval(), tokenizer
     from ch07_alignment.build import prepare
     return prepare(name)  # a first start builds the chain, announcing each stage and how long it takes
 
@@ -185,8 +222,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--model, or --checkpoint with --tokenizer: how chat and export choose the model."""
     p.add_argument("--model", choices=MODELS, default="aligned",
                    help="aligned: Chapter 7's (default); sft: Chapter 6's; pretrained: Chapter 5's")
-    p.add_argument("--checkpoint", default=None, help="a Chapter 5 checkpoint folder instead of --model")
-    p.add_argument("--tokenizer", default=None, help="the tokenizer file for --checkpoint")
+    p.add_argument("--checkpoint", default=None,
+                   help="a folder written by python -m ch05_pretraining train or python -m ch06_sft train, instead of --model")
+    p.add_argument("--tokenizer", default=None,
+                   help="for --checkpoint: a tokenizer file, or gpt2 (default: the one the checkpoint records)")
 
 
 def add_parser(commands) -> None:

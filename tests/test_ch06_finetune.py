@@ -98,7 +98,7 @@ def test_cli_trains_gpt2_and_writes_its_files(tmp_path, random_gpt2, monkeypatch
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--base", "llama", "--out", "x"], "invalid choice: 'llama'"),
+    (["train", "--base", "llama", "--out", "x"], "'llama' is not tiny, gpt2 or a folder holding a checkpoint"),
     (["train", "--base", "tiny"], "--out"),
     (["train", "--base", "tiny", "--out", "x", "--lora", "0"], "positive integer"),
 ])

@@ -120,3 +120,83 @@ def test_conversation_keeps_whole_turns_within_the_budget(small_model):
     assert cut_off == [1, 2, 3][-2:] + [end_token_id(tokenizer)]  # an answer cut by max_new_tokens still ends the turn
     with pytest.raises(ValueError, match="smaller than the context"):
         Conversation(tokenizer, context_length=8, max_new_tokens=8)
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_is_refused(small_model):
+    folder, _ = small_model
+    result = run_chat(folder, "", "--tokenizer", "gpt2")  # 50,257 ids for a model of 300
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the tokenizer has 50257 ids but the model" in result.stderr
+
+
+def test_chat_with_a_lora_fine_tune_of_gpt2_from_chapter_6s_command_line(tmp_path, monkeypatch):
+    """The README's way to a better model: python -m ch06_sft train --base gpt2 --lora R, then chat --checkpoint DIR
+    with no --tokenizer (the checkpoint names tiktoken's gpt2). Random GPT-2 weights stand in for OpenAI's."""
+    transformers = pytest.importorskip("transformers")
+    import importlib
+
+    from ch05_pretraining import load_gpt2_files
+    from ch05_pretraining.checkpoint import load_checkpoint
+    from ch06_sft import LoRALinear, apply_lora
+    from ch07_alignment.chat import load_model
+
+    finetune_module = importlib.import_module("ch06_sft.finetune")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=50257, n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2", safe_serialization=True)
+
+    def random_gpt2():
+        return load_gpt2_files(tmp_path / "gpt2" / "config.json", tmp_path / "gpt2" / "model.safetensors")
+
+    records = [{"instruction": f"Repeat {w}.", "input": "", "output": f"{w} {w}."} for w in "red blue gold teal".split()]
+    monkeypatch.setattr(finetune_module, "load_openai_gpt2", random_gpt2)
+    monkeypatch.setattr(finetune_module, "load_instruction_data", lambda: records * 3)
+    out = tmp_path / "sft-gpt2"
+    assert finetune_module.main(["train", "--base", "gpt2", "--out", str(out), "--max-steps", "2", "--lora", "2",
+                                 "--device", "cpu"]) == 0
+
+    model, tokenizer = load_model("aligned", str(out), None)
+    assert tokenizer.name == "gpt2" and not any(isinstance(m, LoRALinear) for m in model.modules())
+    with_lora = apply_lora(random_gpt2(), 2, 4.0)  # the fine-tune as trained: base weights and the A, B factors
+    load_checkpoint(out, with_lora, restore_rng=False)
+    x = torch.tensor([tokenizer.encode("Repeat red.")])
+    torch.testing.assert_close(model(x), with_lora.eval()(x), rtol=1e-5, atol=1e-5)  # merged: the same model
+
+    cmd = [sys.executable, "-m", "ch07_alignment", "chat", "--checkpoint", str(out), "--prompt", "Repeat red.",
+           "--max-new-tokens", "4"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_sft_of_a_chapter_5_run_then_chat_with_it(small_model, tmp_path, monkeypatch, capsys):
+    """Another preset (or your own data): python -m ch06_sft train --base RUN_DIR, then chat --checkpoint OUT with the
+    tokenizer the checkpoints record. A small BPE stands in for the book tokenizer, a small GPT for the run."""
+    import importlib
+
+    import ch02_tokenization.bpe
+    from ch05_pretraining.data import tokenizer_fingerprint
+    from ch07_alignment.chat import load_model
+
+    folder, tokenizer = small_model
+    finetune_module = importlib.import_module("ch06_sft.finetune")
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=96, emb_dim=16, n_heads=2, n_layers=2)
+    model = GPTModel(cfg)
+    save_checkpoint(run, model, torch.optim.AdamW(model.parameters()),
+                    {"step": 1, "model_config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                     "tokenizer": tokenizer_fingerprint(tokenizer)})
+    for module in (finetune_module, ch02_tokenization.bpe):
+        monkeypatch.setattr(module, "load_book_tokenizer", lambda: tokenizer)
+    records = [{"instruction": f"Tell {w}.", "input": "", "output": f"The {w}."} for w in "fox owl time".split()]
+    monkeypatch.setattr(finetune_module, "load_instruction_data", lambda: records * 4)
+    out = tmp_path / "sft"
+    assert finetune_module.main(["train", "--base", str(run), "--out", str(out), "--max-steps", "2",
+                                 "--device", "cpu"]) == 0
+    tuned, tok = load_model("aligned", str(out), None)
+    assert tok is tokenizer and tuned.cfg == cfg
+
+    with pytest.raises(SystemExit) as exit_info:  # a checkpoint that is not a Chapter 5 run with this tokenizer
+        finetune_module.main(["train", "--base", str(folder / "ckpt"), "--out", str(tmp_path / "x"), "--device", "cpu"])
+    assert exit_info.value.code == 1 and "is not a Chapter 5 run" in capsys.readouterr().err
