@@ -7,7 +7,10 @@ validation batches. The modern block (RoPE, RMSNorm, SwiGLU, no biases) througho
 steps and cosine to min_lr. Wall times of side-by-side runs on a shared machine are not speeds:
 section 5.3 and bench_ch05_train.py measure speed. What to read here is loss against tokens.
 
-    python benchmarks/ch05_preset_trials.py WIDTH LAYERS HEADS CONTEXT BATCH STEPS MAX_LR MIN_LR [THREADS]
+    python benchmarks/ch05_preset_trials.py WIDTH LAYERS HEADS CONTEXT BATCH STEPS MAX_LR MIN_LR [THREADS [FIELD=JSON ...]]
+
+Trailing FIELD=JSON pairs set other GPTConfig fields, for example tie_embeddings=false; seed=N sets the seed of
+the initial weights and of the data order (123 otherwise), to see how far a second seed moves the loss.
 
 results/ch05_preset_trials.txt holds the runs the chapter cites, each with its command.
 """
@@ -28,10 +31,12 @@ tr, va = load_token_file(files["train"]), load_token_file(files["val"])
 d, L, H, T, B, steps = [int(x) for x in sys.argv[1:7]]
 lr, min_lr = float(sys.argv[7]), float(sys.argv[8])
 shape = dict(context_length=T, emb_dim=d, n_heads=H, n_layers=L, drop_rate=0.0, **MODERN)
-m = build_model(shape, tokenizer.vocab_size)
+shape.update({k: json.loads(v) for k, v in (a.split("=", 1) for a in sys.argv[10:])})
+seed = shape.pop("seed", 123)
+m = build_model(shape, tokenizer.vocab_size, seed=seed)
 cfg = TrainConfig(batch_size=B, max_steps=steps, warmup_steps=40, max_lr=lr, min_lr=min_lr, eval_interval=250,
-                  eval_batches=32, precision="float32")
+                  eval_batches=32, precision="float32", seed=seed)
 t0 = time.time()
-log = train(m, cfg, lambda s: train_batches(tr, B, T, seed=123, start=s), fixed_batches(va, 32, B, T), progress=False)
+log = train(m, cfg, lambda s: train_batches(tr, B, T, seed=seed, start=s), fixed_batches(va, 32, B, T), progress=False)
 print(json.dumps(dict(args=sys.argv[1:], N=matmul_params(m), sec=round(time.time() - t0, 1),
                       val=[(v["step"], round(v["loss"], 4)) for v in log["val"]])), flush=True)

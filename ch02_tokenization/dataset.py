@@ -44,6 +44,10 @@ def load_token_file(path: str | Path) -> np.memmap:
     return np.memmap(path, dtype="<u2", mode="r")
 
 
+class TooFewTokensError(ValueError):
+    """The tokens cannot fill one window, or one batch of windows: a caller can say what to do in its own terms."""
+
+
 class SlidingWindowDataset(Dataset):
     """(input, target) windows over one long token array; the target is the input shifted by one.
 
@@ -55,7 +59,7 @@ class SlidingWindowDataset(Dataset):
         if context_length < 1 or stride < 1:
             raise ValueError(f"context_length and stride must be >= 1, got {context_length} and {stride}")
         if len(tokens) < context_length + 1:
-            raise ValueError(f"{len(tokens)} tokens are too few for one window of context_length "
+            raise TooFewTokensError(f"{len(tokens)} tokens are too few for one window of context_length "
                              f"{context_length} (needs {context_length + 1}); use more text or a shorter context")
         self.tokens = tokens if isinstance(tokens, (np.ndarray, torch.Tensor)) else np.asarray(tokens)
         self.context_length, self.stride = context_length, stride
@@ -80,7 +84,7 @@ def create_dataloader(tokens: Sequence[int] | np.ndarray | torch.Tensor, batch_s
     """Batches of (input, target), each (batch_size, context_length); the shuffle order depends only on `seed`."""
     dataset = SlidingWindowDataset(tokens, context_length, stride or context_length)
     if drop_last and len(dataset) < batch_size:  # the loader would silently yield no batch at all
-        raise ValueError(f"{len(tokens)} tokens make {len(dataset)} windows, fewer than batch_size {batch_size}, so with "
+        raise TooFewTokensError(f"{len(tokens)} tokens make {len(dataset)} windows, fewer than batch_size {batch_size}, so with "
                          "drop_last=True there is no batch; use more text, a smaller batch_size or stride, "
                          "or drop_last=False")
     generator = torch.Generator().manual_seed(seed)

@@ -14,7 +14,8 @@ import torch
 from ch01_data.fetch import data_home
 from ch01_data.pipeline import build_corpus, load_documents
 from ch02_tokenization.bpe import load_book_tokenizer
-from ch02_tokenization.dataset import create_dataloader, encode_documents, load_token_file, write_token_file
+from ch02_tokenization.dataset import (TooFewTokensError, create_dataloader, encode_documents, load_token_file,
+                                       write_token_file)
 
 
 def build_token_files(tokenizer=None, out_dir: Path | None = None, corpus_dir: Path | None = None) -> dict[str, Path]:
@@ -99,7 +100,7 @@ def train_batches(tokens, batch_size: int, context_length: int, *, stride: int |
 
     try:
         epoch_len = len(loader(0))  # at least 1: create_dataloader refuses a loader without a batch
-    except ValueError as e:  # say it in this chapter's terms: the options of Chapter 2's loader are not ours
+    except TooFewTokensError as e:  # say it in this chapter's terms: the options of Chapter 2's loader are not ours
         raise ValueError(f"{len(tokens):,} tokens are too few for one batch of {batch_size} x {context_length}: "
                          "train on more text") from e
     epoch, skip = divmod(start, epoch_len)
@@ -125,7 +126,7 @@ def fixed_batches(tokens, n_batches: int, batch_size: int, context_length: int) 
         try:
             loader = create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
                                        stride=context_length, shuffle=False, drop_last=True, seed=0)
-        except ValueError as e:
+        except TooFewTokensError as e:
             raise ValueError(f"{len(tokens):,} tokens are too few for one evaluation batch of {batch_size} x "
                              f"{context_length}: hold out more text") from e
         batches = list(loader)

@@ -290,6 +290,8 @@ def test_too_little_text_for_a_batch_says_so_in_this_chapters_terms():
         next(train_batches(tokens, 4, 8))
     with pytest.raises(ValueError, match="too few for one evaluation batch of 4 x 8: hold out more text"):
         fixed_batches(tokens, 2, 4, 8)
+    with pytest.raises(ValueError, match="context_length and stride must be >= 1, got 8 and -2"):  # not "too few"
+        next(train_batches(np.arange(1000) % 50, 4, 8, stride=-2))
 
 
 def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
