@@ -5,7 +5,7 @@ untied output layer, float32 on the CPU, random tokens. Rounds alternate the thr
 machine hits all alike; the medians and their ratios to the preset are printed. The loss side of the same
 changes is in results/ch05_preset_trials.txt.
 
-    python benchmarks/bench_ch05_shapes.py [--threads 2] [--rounds 4] [--tokens 10240]
+    python benchmarks/bench_ch05_shapes.py [--threads 2] [--rounds 4] [--tokens 81920]
 """
 import argparse
 import os
@@ -15,19 +15,8 @@ import time
 
 import torch
 
+from bench_ch05_train import VOCAB, random_stream  # the same random tokens as the training benchmark
 from ch05_pretraining import PRESETS, TrainConfig, build_model, train
-
-VOCAB = 4096  # the book tokenizer's
-
-
-def random_batches(batch_size: int, T: int):
-    g = torch.Generator().manual_seed(0)
-
-    def batches(start: int):
-        while True:
-            x = torch.randint(0, VOCAB, (batch_size, T + 1), generator=g)
-            yield x[:, :-1], x[:, 1:]
-    return batches
 
 
 def tokens_per_second(batch_size: int, tie: bool, n_tokens: int) -> float:
@@ -37,7 +26,7 @@ def tokens_per_second(batch_size: int, tie: bool, n_tokens: int) -> float:
     model = build_model(dict(spec.model, tie_embeddings=tie), VOCAB)
     cfg = TrainConfig(batch_size=batch_size, max_steps=steps, warmup_steps=1, max_lr=1e-3, eval_interval=10**6,
                       eval_batches=1, checkpoint_interval=10**6, precision="float32")
-    batches = random_batches(batch_size, T)
+    batches = random_stream(batch_size, T)
     t0 = time.perf_counter()
     train(model, cfg, batches, [next(batches(0))], progress=False)
     return steps * batch_size * T / (time.perf_counter() - t0)
