@@ -214,6 +214,17 @@ class SingleProcess:
         return load_checkpoint(out_dir, model, optimizer, device=device)
 
 
+def progress_bar(start: int, total: int, enabled: bool = True) -> tqdm:
+    """The training bar: steps start..total on stderr, redrawn at most once a second.
+
+    Each redraw is one message to Jupyter. Redrawn at every step, or every 0.1 s as tqdm does by
+    default, a 14-minute run sends thousands; nbval reads a cell's messages only when it ends, and
+    ZeroMQ's queue, about a thousand a side, then drops the newest: the cell's end among them.
+    """
+    return tqdm(range(start, total), initial=start, total=total, desc="training", disable=not enabled,
+                leave=False, mininterval=1.0)
+
+
 def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator], val_batches: list, *,
           out_dir: Path | str | None = None, resume: bool = False, device: str | torch.device = "cpu",
           stop_at: int | None = None, progress: bool = True, meta: dict | None = None,
@@ -251,8 +262,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator]
         torch.manual_seed(cfg.seed)  # dropout masks; the weights were initialised by the caller
     stream = batches(start * cfg.grad_accum_steps)
     model.train()
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="training",
-               disable=not progress, leave=False)
+    bar = progress_bar(start, cfg.max_steps, progress)
     for step in bar:
         if stop_at is not None and step >= stop_at:
             break
@@ -288,6 +298,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator]
         if out_dir is not None and (done % cfg.checkpoint_interval == 0 or done == cfg.max_steps):
             strategy.save_checkpoint(out_dir, model, optimizer, {"step": done, "tokens_seen": tokens_seen, "log": log,
                                                                  "train_config": dataclasses.asdict(cfg), **(meta or {})})
-        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{n_tokens / dt:,.0f}")
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{n_tokens / dt:,.0f}",
+                        refresh=False)  # shown at the bar's next redraw
     bar.close()
     return log

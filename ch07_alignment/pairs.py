@@ -10,10 +10,9 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from ch05_pretraining.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
-from ch05_pretraining.train import TrainConfig, autocast, lr_at, make_optimizer, resolve_precision
+from ch05_pretraining.train import TrainConfig, autocast, lr_at, make_optimizer, progress_bar, resolve_precision
 from ch06_sft.collate import SFTDataset, index_batches, truncate_prompt
 
 
@@ -143,8 +142,7 @@ def train_on_pairs(model: nn.Module, cfg: TrainConfig, train_set: PreferenceData
     stream = pair_batches(train_set, cfg.batch_size, pad_id, seed=cfg.seed, start=start * cfg.grad_accum_steps)
     val_batches = fixed_batches(val_set, cfg.batch_size, pad_id)
     model.train()
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="training", disable=not progress,
-               leave=False)
+    bar = progress_bar(start, cfg.max_steps, progress)
     for step in bar:
         if stop_at is not None and step >= stop_at:
             break
@@ -173,6 +171,7 @@ def train_on_pairs(model: nn.Module, cfg: TrainConfig, train_set: PreferenceData
         if out_dir is not None and (done % cfg.checkpoint_interval == 0 or done == cfg.max_steps):
             save_checkpoint(out_dir, model, optimizer, {"step": done, "log": log, "train_config": dataclasses.asdict(cfg),
                                                         **(meta or {})})
-        bar.set_postfix(loss=f"{step_metrics['loss']:.3f}", lr=f"{lr:.2e}", s=f"{time.perf_counter() - t0:.2f}")
+        bar.set_postfix(loss=f"{step_metrics['loss']:.3f}", lr=f"{lr:.2e}", s=f"{time.perf_counter() - t0:.2f}",
+                        refresh=False)
     bar.close()
     return log

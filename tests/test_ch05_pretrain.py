@@ -5,6 +5,7 @@ import importlib
 import itertools
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -159,6 +160,17 @@ def test_training_lowers_loss_and_logs():
     assert log["lr"][2] == pytest.approx(1e-2)
     assert np.mean(log["train_loss"][-5:]) < np.mean(log["train_loss"][:5])
 
+
+def test_progress_bar_redraws_about_once_a_second_not_every_step(capsys):
+    # Each redraw is one message to Jupyter. A 14-minute cell that redrew at every step sent more than
+    # ZeroMQ's queue holds before nbval read them, and nbval lost the cell's end ("waiting for output").
+    stream = toy_batches()
+    cfg = TrainConfig(batch_size=4, max_steps=300, warmup_steps=3, eval_interval=300, eval_batches=1)
+    t0 = time.perf_counter()
+    train(tiny_model(), cfg, stream, [next(stream(10_000))], progress=True)
+    elapsed = time.perf_counter() - t0
+    redraws = capsys.readouterr().err.count("\r")
+    assert 1 <= redraws <= elapsed + 4 < cfg.max_steps
 
 # ---- 5.4 decoding ------------------------------------------------------------------------------
 
