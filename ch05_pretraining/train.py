@@ -219,7 +219,7 @@ def progress_bar(start: int, total: int, enabled: bool = True) -> tqdm:
 
     Each redraw is one message to Jupyter. Redrawn at every step, or every 0.1 s as tqdm does by
     default, a 14-minute run sends thousands; nbval reads a cell's messages only when it ends, and
-    ZeroMQ's queue, about a thousand a side, then drops the newest: the cell's end among them.
+    once ZeroMQ's queues are full they drop the newest messages: the cell's end among them.
     """
     return tqdm(range(start, total), initial=start, total=total, desc="training", disable=not enabled,
                 leave=False, mininterval=1.0)

@@ -172,6 +172,7 @@ def test_progress_bar_redraws_about_once_a_second_not_every_step(capsys):
     redraws = capsys.readouterr().err.count("\r")
     assert 1 <= redraws <= elapsed + 4 < cfg.max_steps
 
+
 # ---- 5.4 decoding ------------------------------------------------------------------------------
 
 def test_top_k_keeps_exactly_the_k_largest():
