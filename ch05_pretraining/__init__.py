@@ -14,7 +14,7 @@ from .pretrain import (SAMPLE_PROMPT, load_pretrained_tiny, main, plot_losses, p
                        tiny_checkpoint_dir)
 from .sampling import make_sampler, sample_text, top_k_filter, top_p_filter
 from .scaling import (compute_optimal_tokens, fit_isoflop, flops_per_token, isoflop_run, matmul_params,
-                      measure_peak_flops, training_flops)
+                      measure_peak_flops, side_by_side, train_shape, training_flops)
 from .train import (PRECISIONS, SingleProcess, TrainConfig, autocast, cpu_has_native_bfloat16, decay_split, evaluate,
                     lr_at, make_optimizer, resolve_precision, train)
 
@@ -25,6 +25,6 @@ __all__ = [
     "load_openai_gpt2", "MODERN", "PRESETS", "Preset", "build_model", "get_preset", "SAMPLE_PROMPT", "load_pretrained_tiny", "main",
     "plot_losses", "pretrain", "resume_config", "tiny_checkpoint_dir", "make_sampler", "sample_text",
     "top_k_filter", "top_p_filter", "compute_optimal_tokens", "fit_isoflop", "flops_per_token", "isoflop_run", "matmul_params",
-    "measure_peak_flops", "training_flops", "PRECISIONS", "SingleProcess", "TrainConfig", "autocast",
+    "measure_peak_flops", "side_by_side", "train_shape", "training_flops", "PRECISIONS", "SingleProcess", "TrainConfig", "autocast",
     "cpu_has_native_bfloat16", "decay_split", "evaluate", "lr_at", "make_optimizer", "resolve_precision", "train",
 ]

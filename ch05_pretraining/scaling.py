@@ -1,8 +1,11 @@
 # Generated from ch05_pretraining/ch05_pretraining.ipynb by tools/export.py: edit the notebook, not this file.
-"""Chapter 5: counting compute: FLOPs per token, the machine's measured peak (for MFU), C = 6ND and Chinchilla's rule."""
+"""Chapter 5: counting compute: FLOPs per token, the machine's measured peak (for MFU), C = 6ND and Chinchilla's rule;
+small models trained side by side, one per core, for the IsoFLOP sweep and the block ablation."""
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -52,6 +55,42 @@ def training_flops(n_params: float, n_tokens: float) -> float:
     return 6.0 * n_params * n_tokens
 
 
+def train_shape(shape: dict, vocab_size: int, cfg: TrainConfig, train_tokens, val_batches: list) -> dict:
+    """A fresh model of `shape` trained with `cfg` on shuffled windows of `train_tokens`; train()'s log.
+
+    cfg.seed sets both the initial weights and the order of the batches.
+    """
+    model = build_model(shape, vocab_size, seed=cfg.seed)
+    return train(model, cfg, lambda start: train_batches(train_tokens, cfg.batch_size, shape["context_length"],
+                                                         seed=cfg.seed, start=start),
+                 val_batches, progress=False)
+
+
+def side_by_side(fn, jobs: list[tuple], workers: int | None = None) -> list:
+    """[fn(*job) for job in jobs], computed by `workers` processes of one thread each; the results in the order of `jobs`.
+
+    A model this small trains faster on one thread than on two (its matrices are too small
+    to split), so a machine with c cores trains c of them at once rather than one after
+    another, and each gives exactly what one thread in this process would. The default is one
+    process per thread that torch uses here. `fn` and the jobs reach fresh ("spawn") processes
+    by pickle, so `fn` must be defined in a module, not in a notebook cell.
+    """
+    if getattr(fn, "__module__", None) == "__main__":
+        raise ValueError(f"{fn.__name__} is defined in this notebook or script, where a fresh process cannot find it: "
+                         "pass the same function from its module (e.g. ch05_pretraining.scaling.isoflop_run)")
+    workers = min(workers or torch.get_num_threads(), len(jobs))
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return [fn(*job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(fn, *zip(*jobs)))
+
+
 def isoflop_run(budget: float, width: int, train_tokens, val_batches: list, *, vocab_size: int = 256,
                 n_layers: int = 2, context_length: int = 64, batch_size: int = 16, max_lr: float = 3e-3,
                 seed: int = 123) -> dict:
@@ -62,14 +101,12 @@ def isoflop_run(budget: float, width: int, train_tokens, val_batches: list, *, v
     """
     shape = dict(context_length=context_length, emb_dim=width, n_heads=max(1, width // (8 if width < 32 else 16)),
                  n_layers=n_layers, drop_rate=0.0, **MODERN)
-    model = build_model(shape, vocab_size, seed=seed)
-    n = matmul_params(model)
+    n = matmul_params(build_model(shape, vocab_size))
     steps = max(10, round(budget / flops_per_token(n, n_layers, context_length, width) / (batch_size * context_length)))
     cfg = TrainConfig(batch_size=batch_size, max_steps=steps, warmup_steps=max(1, steps // 20), max_lr=max_lr,
                       min_lr=max_lr / 10, eval_interval=steps, eval_batches=len(val_batches), seed=seed,
                       precision="float32")
-    log = train(model, cfg, lambda start: train_batches(train_tokens, batch_size, context_length, seed=seed, start=start),
-                val_batches, progress=False)
+    log = train_shape(shape, vocab_size, cfg, train_tokens, val_batches)
     return {"budget": budget, "width": width, "N": n, "D": log["tokens"][-1], "loss": log["val"][-1]["loss"]}
 
 

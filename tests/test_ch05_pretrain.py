@@ -560,6 +560,31 @@ def test_fit_isoflop_finds_the_vertex_or_says_there_is_none():
         fit_isoflop(ns, [3.0, 2.9, 2.8, 2.7, 2.6])   # still falling: the optimum is bigger than every model tried
 
 
+def test_side_by_side_runs_give_what_one_thread_here_gives_in_job_order():
+    from ch05_pretraining import fixed_batches, isoflop_run, side_by_side
+
+    rng = np.random.default_rng(0)
+    train_bytes = rng.integers(0, 256, 100_000).astype(np.uint8)
+    val = fixed_batches(rng.integers(0, 256, 20_000).astype(np.uint8), 2, 16, 64)
+    jobs = [(1e9, width, train_bytes, val) for width in (16, 8, 12)]
+    threads = torch.get_num_threads()
+    in_process = side_by_side(isoflop_run, jobs, workers=1)
+    assert torch.get_num_threads() == threads   # restored after its one-thread runs
+    assert [r["width"] for r in in_process] == [16, 8, 12]
+    assert side_by_side(isoflop_run, jobs, workers=2) == in_process   # two fresh processes, exactly equal
+
+
+def test_side_by_side_refuses_a_function_a_fresh_process_cannot_find():
+    from ch05_pretraining import side_by_side
+
+    def local(x):
+        return x
+
+    local.__module__ = "__main__"   # as a function defined in a notebook cell is
+    with pytest.raises(ValueError, match="from its module"):
+        side_by_side(local, [(1,), (2,)])
+
+
 def test_evaluate_needs_batches_and_train_logs_samples():
     from ch05_pretraining import evaluate
 
