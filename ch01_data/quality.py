@@ -15,6 +15,26 @@ from ch01_data.sources import removal
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
+class FrozenDict(dict):
+    """A dict that refuses changes once made, and is hashable by its items: QualityConfig's n-gram limits.
+
+    QualityConfig is frozen, and quality_reasons shares one default instance between calls;
+    a plain dict inside it could still be changed in place, silently changing that default.
+    """
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("QualityConfig is frozen: pass QualityConfig(max_top_ngram_char_fraction={...}) a new dict "
+                        "(or use dataclasses.replace) instead of changing this one")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self):  # copy and pickle rebuild it whole instead of item by item through __setitem__
+        return FrozenDict, (dict(self),)
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     """Thresholds of the Gopher-style quality filters; the source of each is in the comment."""
@@ -34,11 +54,10 @@ class QualityConfig:
     min_terminal_punct_paragraph_fraction: float = 0.12  # FineWeb: >= 12% of lines end in punctuation
     blocklist: tuple = ("lorem ipsum",)  # C4: drop pages with placeholder text
 
-    def __hash__(self) -> int:  # frozen, so hashable like any value; the n-gram dict by its items (do not change it)
-        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in vars(self).values()))
-
-    def __post_init__(self):
-        object.__setattr__(self, "blocklist", tuple(self.blocklist))  # a list given: a tuple, so equal and hashable
+    def __post_init__(self):  # frozen, so a value: equal and hashable field by field
+        object.__setattr__(self, "blocklist", tuple(self.blocklist))  # a list given: a tuple
+        if isinstance(self.max_top_ngram_char_fraction, dict):  # a copy that cannot change (FrozenDict)
+            object.__setattr__(self, "max_top_ngram_char_fraction", FrozenDict(self.max_top_ngram_char_fraction))
         if not 0 < self.min_words <= self.max_words:
             raise ValueError(f"min_words and max_words must satisfy 0 < min_words <= max_words, "
                              f"got {self.min_words} and {self.max_words}")
@@ -52,8 +71,8 @@ class QualityConfig:
                 raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.min_stop_words <= len(STOP_WORDS):
             raise ValueError(f"min_stop_words must be in [0, {len(STOP_WORDS)}], got {self.min_stop_words}")
-        if not all(isinstance(n, int) and n >= 2 and 0 <= f <= 1
-                   for n, f in self.max_top_ngram_char_fraction.items()):
+        if not isinstance(self.max_top_ngram_char_fraction, dict) or not all(
+                isinstance(n, int) and n >= 2 and 0 <= f <= 1 for n, f in self.max_top_ngram_char_fraction.items()):
             raise ValueError("max_top_ngram_char_fraction must map n >= 2 to a fraction in [0, 1], "
                              f"got {self.max_top_ngram_char_fraction}")
 

@@ -161,6 +161,28 @@ def test_quality_config_is_a_hashable_value():
     assert other_ngrams != QualityConfig() and len({other_ngrams, QualityConfig()}) == 2
 
 
+def test_quality_config_cannot_be_changed_in_place():
+    import copy
+    import dataclasses
+    import pickle
+
+    config = QualityConfig()
+    for change in (lambda d: d.__setitem__(2, 0.9), lambda d: d.update({5: 0.1}), lambda d: d.pop(2),
+                   lambda d: d.clear(), lambda d: d.setdefault(6, 0.1)):
+        with pytest.raises(TypeError, match="QualityConfig is frozen"):
+            change(config.max_top_ngram_char_fraction)
+    assert config == QualityConfig() and config.max_top_ngram_char_fraction == {2: 0.20, 3: 0.18, 4: 0.16}
+    mine = {2: 0.5}
+    other = QualityConfig(max_top_ngram_char_fraction=mine)
+    mine[3] = 0.1   # the caller's dict stays the caller's: the config holds its own copy
+    assert other.max_top_ngram_char_fraction == {2: 0.5}
+    for copied in (copy.deepcopy(config), pickle.loads(pickle.dumps(config)), dataclasses.replace(config)):
+        assert copied == config and hash(copied) == hash(config)
+    assert json.loads(json.dumps(dataclasses.asdict(config)))["max_top_ngram_char_fraction"] == {"2": 0.2, "3": 0.18, "4": 0.16}
+    with pytest.raises(ValueError, match="max_top_ngram_char_fraction must map"):
+        QualityConfig(max_top_ngram_char_fraction=[(2, 0.2)])
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="max_dup_line_fraction"):
         QualityConfig(max_dup_line_fraction=1.5)
