@@ -60,7 +60,8 @@ __all__ = [
     "decode_stage", "decode_text", "find_markers", "normalize_newlines", "normalize_unicode", "strip_gutenberg",
     "strip_illustration_tags", "strip_producer_credits",
     # quality
-    "STOP_WORDS", "FrozenDict", "QualityConfig", "quality_reasons", "quality_stage", "quality_stats", "top_ngram_char_fraction",
+    "STOP_WORDS", "FrozenDict", "QualityConfig", "quality_reasons", "quality_stage", "quality_stats",
+    "top_ngram_char_fraction",
     # dedup
     "MINHASH_PRIME", "MinHasher", "UnionFind", "all_pairs_jaccard", "candidate_probability", "choose_bands_rows",
     "exact_dedup_stage", "jaccard", "lsh_candidates", "near_duplicate_clusters", "shingle_hashes",

@@ -69,9 +69,9 @@ def train_shape(shape: dict, vocab_size: int, cfg: TrainConfig, train_tokens, va
 def side_by_side(fn, jobs: list[tuple], workers: int | None = None) -> list:
     """[fn(*job) for job in jobs], computed by `workers` processes of one thread each; the results in the order of `jobs`.
 
-    A model this small trains faster on one thread than on two (its matrices are too small
-    to split), so a machine with c cores trains c of them at once rather than one after
-    another, and each gives exactly what one thread in this process would. The default is one
+    A model this small gains little from a second thread (its matrices are too small to split
+    well), so a machine with c cores trains c of them at once rather than one after another,
+    and each gives exactly what one thread in this process would. The default is one
     process per thread that torch uses here. `fn` and the jobs reach fresh ("spawn") processes
     by pickle, so `fn` must be defined in a module, not in a notebook cell.
     """
