@@ -41,6 +41,8 @@ from .pipeline import (
     SPLITS,
     CorpusConfig,
     build_corpus,
+    corpus_fingerprint,
+    default_corpus,
     load_documents,
     main,
     near_dedup_stage,
@@ -66,6 +68,6 @@ __all__ = [
     "MINHASH_PRIME", "MinHasher", "UnionFind", "all_pairs_jaccard", "candidate_probability", "choose_bands_rows",
     "exact_dedup_stage", "jaccard", "lsh_candidates", "near_duplicate_clusters", "shingle_hashes",
     # pipeline
-    "REPORT_VERSION", "SPLITS", "CorpusConfig", "build_corpus", "load_documents", "main", "near_dedup_stage",
-    "repeated_paragraph_stage", "run_pipeline", "split_documents", "split_of",
+    "REPORT_VERSION", "SPLITS", "CorpusConfig", "build_corpus", "corpus_fingerprint", "default_corpus", "load_documents",
+    "main", "near_dedup_stage", "repeated_paragraph_stage", "run_pipeline", "split_documents", "split_of",
 ]

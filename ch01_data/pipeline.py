@@ -194,19 +194,37 @@ def build_corpus(out_dir: Path | str, input_dir: Path | str | None = None,
     return result["report"]
 
 
-def load_documents(split: str = "train") -> list[dict]:
-    """The documents of one split of the default corpus, building it first if needed.
+def default_corpus() -> Path:
+    """The default corpus's folder, data_home() / "corpus", built first if it is missing or from an older REPORT_VERSION.
 
-    The corpus lives in data_home() / "corpus". Nothing is printed either way (progress bars
-    go to stderr), so a notebook's output is the same whether it built or loaded.
+    Nothing is printed either way (progress bars go to stderr), so a notebook's output is the
+    same whether it built or loaded.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     folder = data_home() / "corpus"
     report = folder / "report.json"
     if not report.exists() or json.loads(report.read_text(encoding="utf-8")).get("version") != REPORT_VERSION:
         build_corpus(folder)
-    with open(folder / f"{split}.jsonl", encoding="utf-8") as f:
+    return folder
+
+
+def corpus_fingerprint(folder: Path | str) -> str:
+    """12 hex digits of sha256 over a built corpus's split files: what later chapters build from it is keyed on this.
+
+    A corpus rebuilt differently (a new cleaning rule, another input) gets a new fingerprint,
+    so token files and checkpoints made from the old one are not reused by mistake.
+    """
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        with open(Path(folder) / f"{name}.jsonl", "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()[:12]
+
+
+def load_documents(split: str = "train") -> list[dict]:
+    """The documents of one split of the default corpus, building it first if needed (default_corpus)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    with open(default_corpus() / f"{split}.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 

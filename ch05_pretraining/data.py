@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ch01_data.fetch import data_home
-from ch01_data.pipeline import build_corpus, load_documents
+from ch01_data.pipeline import build_corpus, corpus_fingerprint, default_corpus
 from ch02_tokenization.bpe import load_book_tokenizer
 from ch02_tokenization.dataset import (TooFewTokensError, create_dataloader, encode_documents, load_token_file,
                                        write_token_file)
@@ -22,23 +22,22 @@ def build_token_files(tokenizer=None, out_dir: Path | None = None, corpus_dir: P
     """Encode the Chapter 1 train/val documents with the book tokenizer into uint16 token files.
 
     Each document is followed by the end-of-text token, so the model learns where texts end.
-    Built once and cached under data_home(); returns {"train": path, "val": path}. `corpus_dir`
-    is another corpus built by Chapter 1's build_corpus (its train.jsonl and val.jsonl).
+    Built once and cached under data_home(), named after the tokenizer and the corpus (their
+    fingerprints), so a retrained tokenizer or a rebuilt corpus gets files of its own; returns
+    {"train": path, "val": path}. `corpus_dir` is another corpus built by Chapter 1's
+    build_corpus (its train.jsonl and val.jsonl); the default is the book corpus.
     """
     tokenizer = tokenizer or load_book_tokenizer()
+    corpus_dir = Path(corpus_dir or default_corpus())
     out_dir = Path(out_dir or data_home() / "ch05_pretraining" / "tokens")
-
-    def documents(split: str):
-        if corpus_dir is None:
-            return load_documents(split)
-        with open(Path(corpus_dir) / f"{split}.jsonl", encoding="utf-8") as f:
-            return [json.loads(line) for line in f]
-
+    key = f"{tokenizer_fingerprint(tokenizer)}-{corpus_fingerprint(corpus_dir)}"
     paths = {}
     for split in ("train", "val"):
-        path = out_dir / f"{split}-{tokenizer_fingerprint(tokenizer)}.bin"
+        path = out_dir / f"{split}-{key}.bin"
         if not path.exists():
-            write_token_file(encode_documents(tokenizer, (d["text"] for d in documents(split))), path)
+            with open(corpus_dir / f"{split}.jsonl", encoding="utf-8") as f:
+                texts = (json.loads(line)["text"] for line in f)
+                write_token_file(encode_documents(tokenizer, texts), path)
         paths[split] = path
     return paths
 
@@ -56,7 +55,8 @@ def training_tokens(tokenizer, data: Path | str | None = None) -> tuple[np.ndarr
     """
     if data is None:
         files = build_token_files(tokenizer)
-        return load_token_file(files["train"]), load_token_file(files["val"]), "book corpus"
+        name = f"book corpus ({corpus_fingerprint(default_corpus())})"  # a checkpoint's record of its data
+        return load_token_file(files["train"]), load_token_file(files["val"]), name
     data = Path(data)
     if data.is_dir():
         listing = sorted((str(p.relative_to(data)), p.stat().st_size) for p in data.rglob("*") if p.is_file())

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ch01_data.fetch import atomic_open, data_home, write_atomic
+from ch01_data.pipeline import corpus_fingerprint, default_corpus
 from ch02_tokenization.bpe import load_book_tokenizer
 from ch04_gpt_model.device import get_device
 from ch05_pretraining.checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointError, checkpoint_exists, load_checkpoint,
@@ -119,14 +120,15 @@ def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_step
 
 
 def tiny_checkpoint_dir(tokenizer) -> Path:
-    """Where load_pretrained_tiny keeps the tiny preset's checkpoint: keyed on the tokenizer and on the preset itself.
+    """Where load_pretrained_tiny keeps the tiny preset's checkpoint: keyed on the tokenizer, the corpus and the preset.
 
-    A retrained tokenizer or a changed preset (a new edition of the book) gets a new folder
-    instead of colliding with the checkpoint of the old one.
+    A retrained tokenizer, a rebuilt corpus or a changed preset (a new edition of the book) gets
+    a new folder instead of colliding with the checkpoint of the old one.
     """
     spec = PRESETS["tiny"]
     preset_key = hashlib.sha256(json.dumps([spec.model, dataclasses.asdict(spec.train)]).encode()).hexdigest()[:8]
-    return data_home() / "ch05_pretraining" / f"tiny-{tokenizer_fingerprint(tokenizer)}-{preset_key}"
+    data_key = f"{tokenizer_fingerprint(tokenizer)}-{corpus_fingerprint(default_corpus())}"
+    return data_home() / "ch05_pretraining" / f"tiny-{data_key}-{preset_key}"
 
 
 def load_pretrained_tiny(device: str = "cpu") -> tuple[nn.Module, object]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch.nn as nn
 
 from ch01_data.fetch import data_home, write_atomic
-from ch01_data.pipeline import REPORT_VERSION, load_documents
+from ch01_data.pipeline import REPORT_VERSION, corpus_fingerprint, default_corpus, load_documents
 from ch02_tokenization.bpe import TokenizerConfig, load_book_tokenizer
 from ch05_pretraining.checkpoint import CKPT_JSON, checkpoint_exists, load_checkpoint, read_checkpoint
 from ch05_pretraining.data import tokenizer_fingerprint, training_tokens
@@ -60,8 +60,7 @@ class Book:
         return load_documents(split)
 
     def corpus_report(self) -> dict:
-        load_documents("train")
-        return json.loads((data_home() / "corpus" / "report.json").read_text(encoding="utf-8"))
+        return json.loads((default_corpus() / "report.json").read_text(encoding="utf-8"))
 
     def tokenizer(self):
         return load_book_tokenizer()
@@ -110,7 +109,7 @@ class Book:
     def key(self, stage: str) -> str:
         """What the stage's artefact is: it changes when the artefact is rebuilt differently."""
         if stage == "corpus":
-            return f"corpus v{REPORT_VERSION}"
+            return f"corpus v{REPORT_VERSION} {corpus_fingerprint(default_corpus())}"
         tokenizer = self.tokenizer()
         folders = {"pretrain": tiny_checkpoint_dir, "sft": sft_checkpoint_dir, "reward": self.reward_dir,
                    "rl": self.reward_dir, "dpo": dpo_checkpoint_dir}

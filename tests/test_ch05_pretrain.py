@@ -550,6 +550,34 @@ def test_training_tokens_from_a_token_file_and_bad_data(tmp_path):
         training_tokens(tok, tmp_path / "empty")
 
 
+def test_token_files_and_the_tiny_checkpoint_are_keyed_on_the_corpus(tmp_path, monkeypatch):
+    from ch01_data import corpus_fingerprint
+    from ch02_tokenization import load_token_file
+    from ch02_tokenization.bpe import BPETokenizer
+    pretrain_module = importlib.import_module("ch05_pretraining.pretrain")  # not the function the package re-exports
+    from ch05_pretraining import build_token_files
+
+    def write_corpus(folder, val_text):
+        folder.mkdir()
+        for split, text in (("train", "the cat sat on the mat. " * 20), ("val", val_text)):
+            (folder / f"{split}.jsonl").write_text(json.dumps({"id": split, "text": text}) + "\n", encoding="utf-8")
+        return folder
+
+    tok = BPETokenizer.train(["the cat sat on the mat. " * 20], 300)
+    old, new = write_corpus(tmp_path / "old", "a dog ran."), write_corpus(tmp_path / "new", "a dog sat.")
+    assert corpus_fingerprint(old) != corpus_fingerprint(new)   # only the validation split differs
+    before = build_token_files(tok, out_dir=tmp_path / "tokens", corpus_dir=old)
+    after = build_token_files(tok, out_dir=tmp_path / "tokens", corpus_dir=new)
+    assert before["train"] != after["train"] and before["val"] != after["val"]
+    assert tok.decode(load_token_file(after["val"]).tolist()) == "a dog sat.<|endoftext|>"   # not the old file's text
+    assert build_token_files(tok, out_dir=tmp_path / "tokens", corpus_dir=new) == after   # the same corpus: reused
+
+    monkeypatch.setattr(pretrain_module, "default_corpus", lambda: old)
+    old_dir = pretrain_module.tiny_checkpoint_dir(tok)
+    monkeypatch.setattr(pretrain_module, "default_corpus", lambda: new)
+    assert pretrain_module.tiny_checkpoint_dir(tok) != old_dir   # a rebuilt corpus trains a checkpoint of its own
+
+
 def test_fit_isoflop_finds_the_vertex_or_says_there_is_none():
     from ch05_pretraining import fit_isoflop
 
