@@ -14,7 +14,7 @@ from ch04_gpt_model import GPTConfig
 from ch05_pretraining.checkpoint import CheckpointError, checkpoint_exists
 from ch05_pretraining.presets import PRESETS, get_preset
 from ch05_pretraining.pretrain import pretrain
-from ch05_pretraining.train import PRECISIONS
+from ch05_pretraining.train import OPTIMIZERS, PRECISIONS
 from appendix_distributed.data_parallel import DDP
 from appendix_distributed.hybrid import FSDPTensorParallel
 from appendix_distributed.pipeline import Pipeline
@@ -32,7 +32,7 @@ class SettingsError(ValueError):
 
 def check_settings(strategy: str, preset: str, world_size: int, backend: str, *, tp_size: int = 2,
                    n_micro: int | None = None, nccl_available: bool | None = None,
-                   gpus: int | None = None, local_world_size: int | None = None) -> None:
+                   gpus: int | None = None, local_world_size: int | None = None, optimizer: str | None = None) -> None:
     """Raise SettingsError, saying what to change, unless `strategy` can split `preset` over `world_size` ranks on `backend`.
 
     Runs before any process group exists, so a bad setting stops every rank before work starts.
@@ -73,6 +73,10 @@ def check_settings(strategy: str, preset: str, world_size: int, backend: str, *,
         micro = n_micro or 2 * world_size
         if batch % micro:
             raise SettingsError(f"batch_size {batch} does not split into {micro} micro-batches: pass --micro-batches")
+    if (optimizer or spec.train.optimizer) == "muon" and strategy != "ddp":
+        raise SettingsError(f"preset {preset!r} trains its block matrices with Muon, which orthogonalises each whole "
+                            f"matrix on one rank; {strategy} builds AdamW's state or splits the matrices. "
+                            "Use --strategy ddp, or pass --optimizer adamw")
 
 
 def make_strategy(name: str, *, tp_size: int = 2, schedule: str = "1f1b", n_micro: int | None = None):
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=BACKENDS, default=None, help="default: nccl if CUDA GPUs are visible, else gloo")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the preset's (tiny: muon)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--tp-size", type=int, default=2, help="fsdp+tp: ranks per tensor-parallel group")
     p.add_argument("--schedule", choices=("gpipe", "1f1b"), default="1f1b", help="pp: the pipeline schedule")
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
     try:
         check_settings(args.strategy, args.preset, world, backend, tp_size=args.tp_size, n_micro=args.micro_batches,
-                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world)), optimizer=args.optimizer)
     except SettingsError as e:
         parser.error(str(e))
     if checkpoint_exists(args.out) and not args.resume:
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         strategy = make_strategy(args.strategy, tp_size=args.tp_size, schedule=args.schedule, n_micro=args.micro_batches)
         _, log = pretrain(args.preset, args.out, resume=args.resume, max_steps=args.max_steps, device=device,
-                          precision=args.precision, progress=rank == 0, strategy=strategy)
+                          precision=args.precision, optimizer=args.optimizer, progress=rank == 0, strategy=strategy)
         dist.barrier()  # rank 0 has written log.json before any rank returns
     except CheckpointError as e:
         parser.exit(1, f"error: {e}\n")

@@ -20,7 +20,7 @@ from ch05_pretraining.checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointErro
 from ch05_pretraining.data import fixed_batches, tokenizer_fingerprint, train_batches, training_tokens
 from ch05_pretraining.presets import PRESETS, build_model, get_preset
 from ch05_pretraining.sampling import sample_text
-from ch05_pretraining.train import PRECISIONS, SingleProcess, TrainConfig, train
+from ch05_pretraining.train import OPTIMIZERS, PRECISIONS, SingleProcess, TrainConfig, train
 
 SAMPLE_PROMPT = "Once upon a time"  # what the model writes at every evaluation while it trains
 
@@ -50,8 +50,9 @@ def resume_config(saved: dict, cfg: TrainConfig, out_dir: Path) -> TrainConfig:
     cosine schedule is recomputed from the checkpoint's step on. Any other change would
     make the resumed run a different run, so it is refused, naming each setting that differs.
     """
-    old = saved.get("train_config") or {}
     new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, as the JSON stores them
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    old = {**defaults, **(saved.get("train_config") or {})}  # a setting added after the run was written had its default
     changed = {k: (old.get(k), new[k]) for k in new if old.get(k) != new[k]}
     if "max_steps" in changed:
         changed.pop("warmup_steps", None)  # derived from max_steps by --max-steps; the run keeps its own
@@ -72,18 +73,19 @@ def resume_config(saved: dict, cfg: TrainConfig, out_dir: Path) -> TrainConfig:
 
 
 def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_steps: int | None = None,
-             device: str = "auto", precision: str = "auto", progress: bool = True,
+             device: str = "auto", precision: str = "auto", optimizer: str | None = None, progress: bool = True,
              strategy: SingleProcess | None = None, data: Path | str | None = None) -> tuple[nn.Module, dict]:
     """Run a preset end to end: tokens, model, training, checkpoint, log.json and loss_curve.png in `out_dir`.
 
     With `resume`, continues the checkpoint in `out_dir`; a larger `max_steps` extends it (resume_config).
     `strategy` is passed to train(): the distributed appendix runs this same function on every process.
     `data` trains on another corpus (a folder of .txt files or a token file; see training_tokens).
+    `optimizer` ("adamw" or "muon") replaces the preset's.
     On one process, a sample continuing SAMPLE_PROMPT is printed at every evaluation.
     """
     strategy = strategy or SingleProcess()
     spec = get_preset(preset)
-    cfg = dataclasses.replace(spec.train, precision=precision)
+    cfg = dataclasses.replace(spec.train, precision=precision, optimizer=optimizer or spec.train.optimizer)
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps, warmup_steps=min(cfg.warmup_steps, max_steps - 1))
     out_dir = Path(out_dir)
@@ -167,7 +169,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: python -m ch05_pretraining train --preset tiny --out DIR [--data PATH] [--resume] [--max-steps N] [--device D] [--precision P]."""
+    """Command line: python -m ch05_pretraining train --preset tiny --out DIR [--data PATH] [--resume] [--max-steps N] [--device D] [--precision P] [--optimizer O]."""
     parser = argparse.ArgumentParser(prog="python -m ch05_pretraining", description="Pretrain the book's GPT.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="train a preset, writing checkpoints, log.json and loss_curve.png")
@@ -182,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="adamw, or muon for the matrices inside the blocks (default: the preset's; tiny: muon)")
     args = parser.parse_args(argv)
     if args.out.exists() and checkpoint_exists(args.out) and not args.resume:
         parser.error(f"{args.out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
     try:
         model, log = pretrain(args.preset, args.out, resume=args.resume, max_steps=args.max_steps, device=args.device,
-                              precision=args.precision, data=args.data)
+                              precision=args.precision, optimizer=args.optimizer, data=args.data)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         parser.exit(1, f"error: {e}\n")
     last = log["val"][-1] if log["val"] else None

@@ -1,5 +1,5 @@
 # Generated from ch05_pretraining/ch05_pretraining.ipynb by tools/export.py: edit the notebook, not this file.
-"""Chapter 5: the training loop: config, learning-rate schedule, AdamW, precision, evaluation."""
+"""Chapter 5: the training loop: config, learning-rate schedule, AdamW (and Muon), precision, evaluation."""
 from __future__ import annotations
 
 import contextlib
@@ -18,9 +18,11 @@ from tqdm import tqdm  # text bars on stderr, in a terminal and in Jupyter alike
 
 from ch05_pretraining.checkpoint import CheckpointError, checkpoint_exists, load_checkpoint, read_checkpoint, save_checkpoint
 from ch05_pretraining.metrics import cross_entropy
+from ch05_pretraining.muon import Muon, MuonWithAdamW
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+OPTIMIZERS = ("adamw", "muon")  # "muon": Muon for the matrices inside the blocks, AdamW for the rest
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class TrainConfig:
     checkpoint_interval: int = 500
     seed: int = 123
     precision: str = "auto"
+    optimizer: str = "adamw"
+    muon_lr_scale: float = 1.0  # Muon's learning rate as a multiple of the schedule's, which AdamW follows
 
     def __post_init__(self):
         for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval", "eval_batches", "checkpoint_interval"):
@@ -55,6 +59,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.muon_lr_scale > 0:
+            raise ValueError(f"TrainConfig.muon_lr_scale must be positive, got {self.muon_lr_scale}")
         object.__setattr__(self, "betas", tuple(self.betas))  # a JSON list back as a tuple; frozen, hence object.__setattr__
 
 
@@ -84,13 +92,38 @@ def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
     return decay, no_decay
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: weight decay on matrices only (see decay_split)."""
+def muon_split(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters Muon updates (the weight matrices inside the transformer blocks) and of the rest.
+
+    The rest stays with AdamW, as in Muon's own recipe: the token embedding (shared with the
+    output head) is a lookup table rather than a map between feature spaces, and norms and
+    biases are vectors, which Muon's orthogonalisation does not apply to.
+    """
+    muon, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (muon if p.dim() == 2 and "blocks" in name.split(".") else rest).append(name)
+    return muon, rest
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW | MuonWithAdamW:
+    """AdamW with two parameter groups: weight decay on matrices only (see decay_split).
+
+    With cfg.optimizer == "muon", Muon takes the matrices inside the blocks (see muon_split) and
+    AdamW the rest, with the same weight decay rules. Muon's group carries lr_scale: train() sets
+    each group's learning rate to the schedule's times its lr_scale (1 when it has none).
+    """
     params = dict(model.named_parameters())
     decay, no_decay = decay_split(model)
-    groups = [{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
+    hidden = muon_split(model)[0] if cfg.optimizer == "muon" else []
+    groups = [{"params": [params[n] for n in decay if n not in hidden], "weight_decay": cfg.weight_decay},
               {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.max_lr, betas=cfg.betas)
+    adamw = torch.optim.AdamW(groups, lr=cfg.max_lr, betas=cfg.betas)
+    if not hidden:
+        return adamw
+    muon = Muon([{"params": [params[n] for n in hidden], "lr_scale": cfg.muon_lr_scale}],
+                lr=cfg.max_lr * cfg.muon_lr_scale, weight_decay=cfg.weight_decay)
+    return MuonWithAdamW(adamw, muon)
 
 
 @torch.no_grad()
@@ -269,7 +302,7 @@ def train(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterator]
         t0 = time.perf_counter()
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss_sum, n_tokens = torch.zeros((), device=device), 0
         for _ in range(cfg.grad_accum_steps):
             x, y = next(stream)

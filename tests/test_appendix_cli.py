@@ -12,6 +12,9 @@ import torch
 
 from appendix_distributed.collectives import free_port, run_workers
 from appendix_distributed.launch import STRATEGIES, SettingsError, check_settings
+from ch05_pretraining import PRESETS
+
+BOOK_TINY = PRESETS["tiny"]  # at import, before any fixture replaces it with a micro preset
 
 F32 = dict(rtol=1.3e-6, atol=1e-5)
 REPO = Path(__file__).resolve().parent.parent
@@ -96,6 +99,18 @@ def cli_runs(root: str, strategies: list[str], resume: str | None = None) -> dic
     return {out: json.loads((Path(root) / out / "log.json").read_text()) for _, out, _ in runs}
 
 
+def ddp_muon_run(root: str) -> dict:
+    """In each spawned rank: a DDP run of the micro book with Muon; the log rank 0 wrote."""
+    import torch.distributed as dist
+
+    from appendix_distributed.launch import main
+
+    micro_book(Path(root))
+    out = Path(root) / "ddp-muon"
+    assert main(["train", "--strategy", "ddp", "--preset", "tiny", "--out", str(out), *STEPS, "--optimizer", "muon"]) == 0
+    return json.loads((out / "log.json").read_text()) if dist.get_rank() == 0 else {}
+
+
 def assert_same_log(got: dict, want: dict) -> None:
     assert got["step"] == want["step"] and got["tokens"] == want["tokens"]
     assert got["lr"] == pytest.approx(want["lr"], rel=1e-12)
@@ -130,6 +145,14 @@ def test_every_strategy_writes_the_single_process_log_and_resumes(book):
     assert sorted(p.name for p in (root / "two" / "fsdp-resumed").glob("dcp-*")) == ["dcp-0000004"]  # older one gone
 
 
+def test_ddp_with_muon_writes_the_single_process_log(book):
+    """Muon after DDP's all-reduce sees the same averaged gradient of each whole matrix as one process does."""
+    root, _ = book
+    want = single_process(root, "muon", *STEPS, "--optimizer", "muon")
+    got = run_workers(ddp_muon_run, 2, str(root / "ddp-muon"), timeout=600)[0]
+    assert_same_log(got, want)
+
+
 def test_torchrun_ddp_then_one_process_resumes_it(book):
     root, _ = book
     single_process(root, "ext2", "--max-steps", "2", "--precision", "float32")
@@ -159,6 +182,25 @@ def test_a_failing_rank_fails_the_job_with_its_error(book):
 def test_bad_settings_are_refused_with_what_to_change(book, strategy, world, named):
     with pytest.raises(SettingsError, match=named):
         check_settings(strategy, "tiny", world, "gloo")
+
+
+@pytest.mark.parametrize("strategy", ["zero1", "fsdp", "tp", "pp", "fsdp+tp"])
+def test_muon_runs_only_with_ddp(book, strategy):
+    """Muon orthogonalises each whole matrix on one rank: the sharding strategies are refused, saying what to pass."""
+    with pytest.raises(SettingsError, match="--optimizer adamw"):
+        check_settings(strategy, "tiny", 4, "gloo", optimizer="muon")
+    check_settings(strategy, "tiny", 4, "gloo", optimizer="adamw")
+    check_settings("ddp", "tiny", 4, "gloo", optimizer="muon")
+
+
+def test_the_book_models_preset_trains_with_muon_so_only_ddp_takes_it_as_it_is(monkeypatch):
+    from ch05_pretraining import PRESETS
+
+    monkeypatch.setitem(PRESETS, "tiny", BOOK_TINY)  # the book's own, not the micro preset of the fixture
+    assert BOOK_TINY.train.optimizer == "muon"
+    with pytest.raises(SettingsError, match="Muon"):
+        check_settings("fsdp", "tiny", 2, "gloo")
+    check_settings("ddp", "tiny", 2, "gloo")
 
 
 def test_backend_errors():

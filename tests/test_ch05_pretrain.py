@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import (
-    PRESETS, BigramModel, CheckpointError, TrainConfig, cross_entropy, decay_split, get_preset, load_checkpoint,
+    PRESETS, BigramModel, Muon, MuonWithAdamW, muon_split, orthogonalize, CheckpointError, TrainConfig, cross_entropy, decay_split, get_preset, load_checkpoint,
     load_gpt2_files, lr_at, main, make_optimizer, make_sampler, matmul_params, perplexity, read_checkpoint,
     save_checkpoint, top_k_filter, top_p_filter, train, train_batches, fixed_batches, pretrain,
 )
@@ -96,7 +96,8 @@ def test_schedule_warmup_peak_and_end():
 
 
 @pytest.mark.parametrize("field,value", [("warmup_steps", 100), ("max_steps", 0), ("precision", "fp8"),
-                                         ("min_lr", 1.0), ("grad_clip", -1.0)])
+                                         ("min_lr", 1.0), ("grad_clip", -1.0), ("optimizer", "sgd"),
+                                         ("muon_lr_scale", 0.0)])
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{"max_steps": 100, "warmup_steps": 10, field: value})
@@ -124,6 +125,89 @@ def test_weight_decay_only_on_matrices():
     opt = make_optimizer(model, TrainConfig())
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(params)
+
+
+# ---- Muon ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("nesterov_steps", [1, 4])
+def test_muon_equals_torch_muon_bit_for_bit(nesterov_steps):
+    """With PyTorch's bfloat16 Newton-Schulz, our Muon takes exactly torch.optim.Muon's steps (match_rms_adamw)."""
+    torch.manual_seed(0)
+    ours = [nn.Parameter(torch.randn(shape) / 10) for shape in ((48, 16), (16, 16), (16, 40))]
+    ref = [nn.Parameter(p.detach().clone()) for p in ours]
+    ours_opt = Muon(ours, lr=2e-2, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    ref_opt = torch.optim.Muon(ref, lr=2e-2, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    for step in range(nesterov_steps):
+        for opt in (ours_opt, ref_opt):
+            for group in opt.param_groups:
+                group["lr"] = 2e-2 / (step + 1)  # as train() sets it from the schedule
+        for a, b in zip(ours, ref):
+            a.grad = torch.randn(a.shape)
+            b.grad = a.grad.clone()
+        ours_opt.step()
+        ref_opt.step()
+    for a, b in zip(ours, ref):
+        assert torch.equal(a, b)
+        assert not torch.equal(a, b.detach() * 0)  # the weights moved
+
+
+@pytest.mark.parametrize("shape", [(96, 24), (48, 32), (24, 96)])
+def test_orthogonalize_brings_every_singular_value_near_one(shape):
+    """Rectangular, like most of the model's matrices; a square random matrix has singular values near 0,
+    which five steps cannot lift (the notebook shows it)."""
+    torch.manual_seed(1)
+    few_directions = torch.randn(shape[0], 3) @ torch.randn(3, shape[1]) + torch.randn(shape) * 0.3
+    for g in (torch.randn(shape), few_directions):
+        s_in = torch.linalg.svdvals(g)
+        s = torch.linalg.svdvals(orthogonalize(g))
+        assert s_in[0] / s_in[-1] > 2  # unequal singular values in...
+        assert s.min() > 0.6 and s.max() < 1.2  # ...all near 1 out (the quintic trades exactness for speed)
+    assert orthogonalize(torch.randn(shape)).dtype == torch.float32
+
+
+def test_muon_takes_the_block_matrices_and_adamw_the_rest():
+    model = tiny_model()  # GPT-2 style: biases and LayerNorm gains in the blocks, a learned position table, tied head
+    muon_names, rest = muon_split(model)
+    params = dict(model.named_parameters())
+    assert muon_names and all(n.startswith("blocks.") and params[n].dim() == 2 for n in muon_names)
+    assert {"tok_emb.weight", "pos_emb.weight", "blocks.0.ff.fc1.bias"} <= set(rest)
+    assert sorted(muon_names + rest) == sorted(params)
+    opt = make_optimizer(model, TrainConfig(optimizer="muon"))
+    assert isinstance(opt, MuonWithAdamW)
+    assert [id(p) for p in opt.muon.param_groups[0]["params"]] == [id(params[n]) for n in muon_names]
+    decayed = {id(p) for p in opt.adamw.param_groups[0]["params"]}
+    assert decayed == {id(params["tok_emb.weight"])}  # the only matrix left to AdamW; it decays, as with AdamW alone
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0, 0.1]
+    with pytest.raises(ValueError, match="2-D weight matrices only"):
+        Muon([params["blocks.0.ff.fc1.bias"]])
+
+
+def test_muon_follows_the_schedule_times_its_lr_scale(tmp_path):
+    cfg = TrainConfig(batch_size=4, max_steps=3, warmup_steps=1, max_lr=1e-2, min_lr=1e-3, eval_interval=3,
+                      eval_batches=1, checkpoint_interval=3, optimizer="muon", muon_lr_scale=0.25, precision="float32")
+    train(tiny_model(), cfg, toy_batches(), [next(toy_batches()(999))], out_dir=tmp_path, progress=False)
+    groups = read_checkpoint(tmp_path)[1]["optimizer"]["param_groups"]
+    last = lr_at(cfg.max_steps - 1, cfg)
+    assert [g["lr"] for g in groups] == pytest.approx([last, last, 0.25 * last])  # AdamW's two groups, then Muon's
+    assert groups[-1]["lr_scale"] == 0.25
+
+
+def test_an_adamw_checkpoint_does_not_load_into_muon(tmp_path):
+    model = tiny_model()
+    save_checkpoint(tmp_path, model, make_optimizer(model, TrainConfig()), {"step": 1})
+    with pytest.raises(CheckpointError, match="does not fit this optimizer"):
+        load_checkpoint(tmp_path, model, make_optimizer(model, TrainConfig(optimizer="muon")))
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    from ch05_pretraining import resume_config
+
+    cfg = TrainConfig(batch_size=4, max_steps=10, warmup_steps=3, precision="float32")
+    saved = {"step": 4, "train_config": json.loads(json.dumps(dataclasses.asdict(cfg)))}
+    del saved["train_config"]["optimizer"]  # written before TrainConfig had it: the run used AdamW
+    assert resume_config(saved, cfg, tmp_path) is cfg
+    with pytest.raises(CheckpointError, match="optimizer: 'adamw' -> 'muon'"):
+        resume_config(saved, dataclasses.replace(cfg, optimizer="muon"), tmp_path)
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -212,9 +296,10 @@ def test_sampler_seeded_greedy_and_errors():
 
 # ---- 5.5 checkpoints ---------------------------------------------------------------------------
 
-def test_kill_and_resume_is_bitwise_equal(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_kill_and_resume_is_bitwise_equal(tmp_path, optimizer):
     cfg = TrainConfig(batch_size=4, grad_accum_steps=2, max_steps=12, warmup_steps=3, max_lr=5e-3,
-                      eval_interval=4, eval_batches=1, checkpoint_interval=5)
+                      eval_interval=4, eval_batches=1, checkpoint_interval=5, optimizer=optimizer)
     val = [next(toy_batches()(999))]
     straight = tiny_model(seed=1)  # dropout is on, so the RNG state must be restored too
     log_a = train(straight, cfg, toy_batches(), val, out_dir=tmp_path / "a", progress=False)
@@ -424,6 +509,7 @@ def test_cli_extends_a_finished_run(micro_book, capsys):
 @pytest.mark.parametrize("argv,named", [
     (["--max-steps", "2", "--precision", "float32"], "already at step 4"),
     (["--max-steps", "8", "--precision", "bfloat16"], "precision: 'float32' -> 'bfloat16'"),
+    (["--precision", "float32", "--optimizer", "muon"], "optimizer: 'adamw' -> 'muon'"),
 ])
 def test_cli_refuses_any_other_change_on_resume(micro_book, capsys, argv, named):
     out = str(micro_book)
