@@ -28,7 +28,7 @@ PRESETS: dict[str, Preset] = {
         train=TrainConfig(batch_size=8, max_steps=2700, warmup_steps=40, max_lr=1.2e-2, min_lr=0.0,
                           optimizer="muon", muon_lr_scale=0.5, eval_interval=300, eval_batches=16,
                           checkpoint_interval=300),
-        about="the book model: 11-12 minutes on a 2-core CPU without native bfloat16 (estimated), less with it (section 5.9)"),
+        about="the book model: 12-15 minutes on a 2-core CPU without native bfloat16 (estimated), less with it (section 5.9)"),
     "small": Preset(
         model=dict(context_length=512, emb_dim=512, n_heads=8, n_layers=8, drop_rate=0.0, **MODERN),
         train=TrainConfig(batch_size=32, grad_accum_steps=4, max_steps=5000, warmup_steps=200, max_lr=1e-3,

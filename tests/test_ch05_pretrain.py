@@ -17,6 +17,7 @@ from ch05_pretraining import (
     PRESETS, BigramModel, CheckpointError, Muon, MuonWithAdamW, TrainConfig, cross_entropy, decay_split, get_preset,
     load_checkpoint, load_gpt2_files, lr_at, main, make_optimizer, make_sampler, matmul_params, perplexity, read_checkpoint,
     save_checkpoint, top_k_filter, top_p_filter, train, train_batches, fixed_batches, pretrain, muon_split, orthogonalize,
+    OPTIMIZER_STEP, op_kind, profile_step, time_by_kind,
 )
 
 TINY = dict(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1, qkv_bias=False)
@@ -209,6 +210,35 @@ def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tmp
     assert resume_config(saved, cfg, tmp_path) is cfg
     with pytest.raises(CheckpointError, match="optimizer: 'adamw' -> 'muon'"):
         resume_config(saved, dataclasses.replace(cfg, optimizer="muon"), tmp_path)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_profiler_counts_the_optimizers_matrix_multiplies_as_optimizer_time(optimizer):
+    model = tiny_model()
+    opt = make_optimizer(model, TrainConfig(optimizer=optimizer))
+    batches = toy_batches()(0)
+
+    def forward_backward():
+        x, y = next(batches)
+        cross_entropy(model(x), y).backward()
+
+    def optimizer_step():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    n_steps = 2
+    prof = profile_step(forward_backward, optimizer_step, n_steps)
+    products = [e for e in prof.events() if e.name in ("aten::mm", "aten::addmm")]
+    in_optimizer = [e for e in products if op_kind(e) == OPTIMIZER_STEP]
+    n_muon = len(muon_split(model)[0]) if optimizer == "muon" else 0
+    assert len(in_optimizer) == n_steps * n_muon * 5 * 3  # per matrix, 5 Newton-Schulz steps of 3 products each
+    assert len(products) > len(in_optimizer)  # the model's own stay "matrix multiplies"
+    by_kind = time_by_kind(prof, n_steps)
+    assert by_kind["matrix multiplies"] > 0 and by_kind[OPTIMIZER_STEP] > 0
+    assert list(by_kind.values()) == sorted(by_kind.values(), reverse=True)
+    total = sum(e.self_cpu_time_total for e in prof.events()) / 1e3 / n_steps
+    assert sum(by_kind.values()) == pytest.approx(total)  # every operation counted exactly once
 
 
 def test_gradient_accumulation_equals_one_big_batch():
