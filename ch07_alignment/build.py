@@ -171,7 +171,7 @@ class Book:
 
 # How long each stage takes the first time, measured by a fresh build on a 2-core AVX2-only CPU (pretraining's is
 # estimated from the measurements of Chapter 5, section 5.9); later, seconds.
-ABOUT = {"corpus": "about 20 seconds", "tokenizer": "about 30 seconds", "pretrain": "11-12 minutes (less with native bfloat16)",
+ABOUT = {"corpus": "about 20 seconds", "tokenizer": "about 30 seconds", "pretrain": "12-15 minutes (less with native bfloat16)",
          "sft": "about 30 seconds", "reward": "about 20 seconds", "rl": "about 1 minute", "dpo": "about 1 minute"}
 
 
