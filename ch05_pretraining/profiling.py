@@ -9,24 +9,27 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 OPTIMIZER_STEP = "optimizer step (clipping, AdamW, Muon)"  # every operation run inside the optimizer's range
 OTHER = "other (autograd, views, Python)"
+ENCLOSING = {OPTIMIZER_STEP: OPTIMIZER_STEP,  # an operation inside one of these counts as its kind, whatever its
+             "aten::_to_copy": "dtype casts"}  # name, the first that applies (a cast's work is the copy_ it calls)
 _ELEMENTWISE = "elementwise (norms, RoPE, SwiGLU, residuals)"
 KINDS = {  # operation name fragment -> kind; the first match wins
     "aten::mm": "matrix multiplies", "aten::addmm": "matrix multiplies", "aten::bmm": "matrix multiplies",
     "scaled_dot_product": "attention kernel (SDPA)",
     "log_softmax": "softmax + cross-entropy over the vocabulary", "nll_loss": "softmax + cross-entropy over the vocabulary",
-    "aten::_to_copy": "dtype casts",
     **{f"aten::{op}": "zero-fills and copies" for op in ("fill_", "zero_", "copy_", "cat")},
     **{f"aten::{op}": _ELEMENTWISE for op in ("mul", "add", "silu", "pow", "rsqrt", "mean", "neg", "sum", "div")},
 }
 
 
 def op_kind(event) -> str:
-    """The kind of one profiled operation (a FunctionEvent of prof.events()): the optimizer step's, else by name."""
-    parent = event
-    while parent is not None:
-        if parent.name == OPTIMIZER_STEP:
-            return OPTIMIZER_STEP
+    """The kind of one profiled operation (a FunctionEvent of prof.events()): see ENCLOSING, else by name."""
+    enclosing, parent = set(), event
+    while parent is not None:  # the operation itself and everything it runs inside
+        enclosing.add(parent.name)
         parent = parent.cpu_parent
+    for name, kind in ENCLOSING.items():
+        if name in enclosing:
+            return kind
     return next((kind for fragment, kind in KINDS.items() if fragment in event.name), OTHER)
 
 

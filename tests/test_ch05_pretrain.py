@@ -241,6 +241,20 @@ def test_profiler_counts_the_optimizers_matrix_multiplies_as_optimizer_time(opti
     assert sum(by_kind.values()) == pytest.approx(total)  # every operation counted exactly once
 
 
+def test_profiler_counts_a_casts_copy_as_a_cast():
+    model, x = nn.Linear(64, 64), torch.randn(32, 64)
+
+    def forward_backward():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x).float().sum().backward()
+
+    prof = profile_step(forward_backward, lambda: model.zero_grad(set_to_none=True), n_steps=1)
+    copies = [e for e in prof.events() if e.name == "aten::copy_" and e.cpu_parent is not None
+              and e.cpu_parent.name == "aten::_to_copy"]
+    assert copies and all(op_kind(e) == "dtype casts" for e in copies)
+    assert "dtype casts" in time_by_kind(prof, 1)
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     x = torch.randint(0, 50, (8, 9))
     big = tiny_model(drop_rate=0.0)
