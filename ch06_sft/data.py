@@ -46,10 +46,15 @@ def validate_records(records) -> list[dict]:
 def load_instruction_data(path: Path | str | None = None) -> list[dict]:
     """The 1,100 validated {instruction, input, output} records, fetched once (sha256-checked); or those of the JSON file `path`."""
     path = Path(path) if path is not None else fetch(INSTRUCTION_DATA_URL, INSTRUCTION_DATA_SHA256)
+    wanted = f"a UTF-8 JSON list of records with the fields {', '.join(FIELDS)}"
+    if not path.is_file():
+        raise FileNotFoundError(f"no instruction data file at {path}: pass the path of {wanted}")
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:  # a ValueError too: caught first
+        raise InstructionDataError(f"{path} is not UTF-8 text ({e}); save it as {wanted}") from e
     except ValueError as e:
-        raise InstructionDataError(f"{path} is not valid JSON ({e}); delete it so that it is fetched again") from e
+        raise InstructionDataError(f"{path} is not valid JSON ({e}); fix the file: it must be {wanted}") from e
     return validate_records(records)
 
 

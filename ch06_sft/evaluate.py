@@ -35,6 +35,9 @@ def response_loss(model: nn.Module, tokenizer, records: list[dict], batch_size: 
                                  reduction="sum").item()
         count += int((y != IGNORE_INDEX).sum())
     model.train(was_training)
+    if count == 0:
+        raise ValueError(f"no response token fitted: of {len(records)} records, {len(data.dropped)} were dropped "
+                         f"because their response does not fit the context of {data.max_length} tokens")
     loss = total / count
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": count, "dropped": len(data.dropped)}
 
@@ -115,6 +118,9 @@ SHORT_ANSWER_WORDS = 5  # exact match is only fair where the reference is a word
 
 def generation_metrics(results: list[dict], records: list[dict], tokenizer) -> dict:
     """Stop rate, mean lengths (tokens), exact and normalised match on short references, and mean ROUGE-L."""
+    if len(results) != len(records) or not records:
+        raise ValueError(f"generation_metrics needs one result per record, in the same order, and at least one: got "
+                         f"{len(results)} results for {len(records)} records")
     refs = [r["output"] for r in records]
     short = [i for i, ref in enumerate(refs) if len(ref.split()) <= SHORT_ANSWER_WORDS]
     n = len(results)

@@ -47,8 +47,14 @@ def test_load_instruction_data_validates_a_file(tmp_path):
     with pytest.raises(InstructionDataError, match="record 3: field 'output' is empty"):
         load_instruction_data(path)
     path.write_text("{not json")
-    with pytest.raises(InstructionDataError, match="not valid JSON"):
+    with pytest.raises(InstructionDataError, match="not valid JSON.*fix the file") as info:
         load_instruction_data(path)
+    assert "fetched again" not in str(info.value)  # a user's file is never to be deleted
+    path.write_bytes(json.dumps(records(1)).replace("Answer", "R\xe9ponse").encode("latin-1"))
+    with pytest.raises(InstructionDataError, match="is not UTF-8"):
+        load_instruction_data(path)
+    with pytest.raises(FileNotFoundError, match="no instruction data file at .*missing.json"):
+        load_instruction_data(tmp_path / "missing.json")
 
 
 # ---- splits --------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from ch04_gpt_model import GPTConfig, GPTModel
-from ch06_sft import (LoRALinear, apply_lora, count_parameters, format_prompt, lcs_length, merge_lora,
-                      normalize_answer, render, respond, rouge_l)
+from ch06_sft import (LoRALinear, apply_lora, count_parameters, format_prompt, generation_metrics, lcs_length,
+                      merge_lora, normalize_answer, render, respond, response_loss, rouge_l)
 
 CFG = dict(vocab_size=40, context_length=32, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0, qkv_bias=True)
 
@@ -142,3 +142,20 @@ def test_respond_slices_the_response_ids_and_stops_at_the_end_token():
     prompt_ids, _ = render({"instruction": "Say something.", "input": ""}, tok)
     assert m.prompt_len == len(prompt_ids)  # the model saw render's prompt, nothing else
     assert format_prompt({"instruction": "Say something."}).endswith("### Response:\n")
+
+
+def test_metrics_refuse_what_they_cannot_average():
+    tok = CharTokenizer()
+    recs = [{"instruction": "Say yes.", "input": "", "output": "Yes."},
+            {"instruction": "Say no.", "input": "", "output": "No."}]
+    result = {"response": "Yes.", "stopped": True, "tokens": 4, "ids": [1, 2, 3, 4, tok.eot_id]}
+    assert generation_metrics([result, result], recs, tok)["stop_rate"] == 1.0
+    for results, records in (([result], recs), ([result] * 3, recs), ([], [])):
+        with pytest.raises(ValueError, match=f"one result per record.*got {len(results)} results for {len(records)}"):
+            generation_metrics(results, records, tok)
+    m = model(context_length=16)  # every response is longer than the context: all are dropped
+    with pytest.raises(ValueError, match="no response token fitted: of 2 records, 2 were dropped.*context of 16"):
+        response_loss(m, tok, [{**r, "output": "A long answer, longer than the context."} for r in recs])
+    with pytest.raises(ValueError, match="no response token fitted: of 0 records, 0 were dropped"):
+        response_loss(m, tok, [])
+    assert response_loss(model(context_length=64), tok, recs)["tokens"] == len("Yes.No.") + 2  # + two end tokens
