@@ -31,6 +31,7 @@ from ch05_pretraining.metrics import BigramModel, evaluate_bpb
 from ch05_pretraining.pretrain import load_pretrained_tiny, plot_losses, tiny_checkpoint_dir
 from ch05_pretraining.presets import PRESETS
 from ch05_pretraining.train import cpu_has_native_bfloat16
+from ch06_sft.chat_format import end_token_id
 from ch06_sft.data import load_instruction_data, split_records
 from ch06_sft.finetune import SFT_TINY, derived_checkpoint_dir, evaluate_sft, load_sft_model, sft_checkpoint_dir
 from ch07_alignment.aligned import DPO_TINY, dpo_checkpoint_dir, load_aligned_model, load_sft_chosen_model
@@ -97,7 +98,7 @@ class Book:
     def reward_model(self) -> RewardModel:
         """Section 7.1's reward model on Chapter 6's SFT model; trained into data_home() once (resumable), then loaded."""
         sft, tokenizer = self.sft()
-        out_dir, model = self.reward_dir(tokenizer), RewardModel(sft)
+        out_dir, model = self.reward_dir(tokenizer), RewardModel(sft, end_token_id(tokenizer))
         steps = self.reward_config.max_steps
         if not (checkpoint_exists(out_dir) and read_checkpoint(out_dir)[1].get("step") == steps):
             splits = self.preference_splits()
@@ -317,7 +318,7 @@ def build(out: Path | str, stages=tuple(STAGES), force: str | None = None, book:
     """Run `stages` in order (skipping those whose artefact is unchanged), then write out/report.md; the results.
 
     force names a stage to rebuild with everything after it: their cached artefacts in data_home()
-    are deleted (Book.forget) and retrained.
+    are deleted (forget) and retrained.
     """
     book, out = book or Book(), Path(out)
     unknown = [s for s in stages if s not in STAGES] + ([force] if force and force not in STAGES else [])
@@ -332,13 +333,13 @@ def build(out: Path | str, stages=tuple(STAGES), force: str | None = None, book:
     for stage in order:
         path = out / "stages" / f"{stage}.json"
         if stage not in stages:
-            if path.exists():
-                results[stage] = json.loads(path.read_text())
+            if path.exists():  # an earlier build's results, reported as such
+                results[stage] = {**json.loads(path.read_text()), "skipped": "not asked for"}
             continue
         saved = json.loads(path.read_text()) if path.exists() else None
         if saved is not None and stage not in redo and saved["key"] == current_key(book, stage):
             print(f"{stage}: unchanged, skipped", flush=True)
-            results[stage] = saved
+            results[stage] = {**saved, "skipped": "unchanged"}
             continue
         trained = not book.built(stage)
         announce(stage, book)

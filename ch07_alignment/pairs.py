@@ -83,8 +83,17 @@ def pair_batch(dataset: PreferenceDataset, index: list[int], pad_id: int) -> dic
     return batch
 
 
+def require_pairs(dataset: PreferenceDataset) -> None:
+    """A clear error for a dataset with no pairs, instead of an empty torch.cat or a missing metric further on."""
+    if len(dataset) == 0:
+        why = (f"all {len(dataset.dropped)} were dropped, because a response does not fit the {dataset.max_length}-token "
+               "context" if dataset.dropped else "the list of records is empty")
+        raise ValueError(f"no preference pairs to use: {why}")
+
+
 def fixed_batches(dataset: PreferenceDataset, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
     """The whole dataset once, in order, in batches of batch_size pairs: for evaluation and reference log-probs."""
+    require_pairs(dataset)
     return [pair_batch(dataset, list(range(i, min(i + batch_size, len(dataset)))), pad_id)
             for i in range(0, len(dataset), batch_size)]
 
@@ -92,6 +101,7 @@ def fixed_batches(dataset: PreferenceDataset, batch_size: int, pad_id: int) -> l
 def pair_batches(dataset: PreferenceDataset, batch_size: int, pad_id: int, *, seed: int = 123, start: int = 0,
                  bucket_batches: int = 16) -> Iterator[dict[str, torch.Tensor]]:
     """Endless pair batches bucketed by length, in the order of Chapter 6's index_batches: exact resume at `start`."""
+    require_pairs(dataset)
     for index in index_batches(dataset.input_lengths(), batch_size, seed=seed, start=start, bucket_batches=bucket_batches):
         yield pair_batch(dataset, index, pad_id)
 

@@ -86,7 +86,10 @@ SECTIONS = (("corpus", "1. Data (Chapter 1)", corpus_section),
 
 
 def write_report(out: Path, results: dict, machine: dict) -> None:
-    """out/report.md from `results` ({stage: {"key", "seconds", "trained", "figures"}}) and the machine's description."""
+    """out/report.md from `results` ({stage: {"key", "seconds", "trained", "figures"}}) and the machine's description.
+
+    A stage that this build skipped carries "skipped" (why) and the seconds of the build that made its results.
+    """
     lines = ["# The book's report card", "",
              "Written by `python -m ch07_alignment build`; every number below is one a stage measured "
              "(see `stages/*.json`).", ""]
@@ -100,7 +103,9 @@ def write_report(out: Path, results: dict, machine: dict) -> None:
               ""]
     lines += table(["stage", "seconds in this build", "what it did", "its training steps, when trained (s)"],
                    [[s, f"{r['seconds']:.0f}", "trained, then measured" if r["trained"] else "loaded, then measured",
-                     "" if r.get("training_seconds") is None else f"{r['training_seconds']:.0f}"]
+                     "" if r.get("training_seconds") is None else f"{r['training_seconds']:.0f}"] if "skipped" not in r
+                    else [s, "0", f"skipped ({r['skipped']}): figures of an earlier build",
+                          "" if r.get("training_seconds") is None else f"{r['training_seconds']:.0f}"]
                     for s, r in results.items()])
     lines += ["", "The last column sums the step times in the models' training logs (evaluations and checkpoints "
               "not included), so it holds also for a model trained by an earlier build or by a notebook."]

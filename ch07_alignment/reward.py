@@ -17,15 +17,16 @@ class RewardModel(nn.Module):
     """A scalar score per rendered sequence: Chapter 6's model, its language-model head swapped for a linear one.
 
     The body is the GPTModel itself (it takes the model it is given): with out_head an identity, its
-    forward returns the final normalised hidden states. The score is read at the response's last
-    token, the position that predicts the end token, which has read the prompt and the whole response.
+    forward returns the final normalised hidden states. The score is read at the first position that
+    has read the prompt and the whole response: the response's last token before `end_id` (the position
+    that predicts the end token), or its very last token if the response was cut off before it ended.
     Padding on the right is never read, so a score does not depend on what else is in the batch.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, end_id: int):
         super().__init__()
         model.out_head = nn.Identity()  # (batch, T, emb_dim) hidden states instead of (batch, T, vocab) logits
-        self.body, self.cfg = model, model.cfg
+        self.body, self.cfg, self.end_id = model, model.cfg, end_id
         self.head = nn.Linear(model.cfg.emb_dim, 1)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
@@ -34,11 +35,15 @@ class RewardModel(nn.Module):
         """(batch,) scores of (batch, T) ids and render's loss_mask (True on the response and its end token)."""
         if not loss_mask[:, 1:].any(dim=1).all():
             raise ValueError("every row needs a response in loss_mask: the score is read at its last token")
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        end = torch.where(loss_mask, positions, -1).amax(dim=1)        # (batch,): index of the end token
-        hidden = self.body(ids[:, :-1])                                # (batch, T - 1, emb_dim)
-        last = hidden[torch.arange(ids.shape[0], device=ids.device), end - 1]  # (batch, emb_dim)
-        return self.head(last).squeeze(-1)                             # (batch,)
+        rows, positions = torch.arange(ids.shape[0], device=ids.device), torch.arange(ids.shape[1], device=ids.device)
+        last = torch.where(loss_mask, positions, -1).amax(dim=1)       # (batch,): the response's last token
+        read = torch.where(ids[rows, last] == self.end_id, last - 1, last)  # not the end token: it adds no text
+        context = self.cfg.context_length
+        if (read >= context).any():
+            raise ValueError(f"a response cut off before its end token ends at position {int(read.max())}, beyond the "
+                             f"{context}-token context: truncate its prompt so that the row fits (response_batch does)")
+        hidden = self.body(ids[:, :context])                           # (batch, min(T, context), emb_dim)
+        return self.head(hidden[rows, read]).squeeze(-1)               # (batch,)
 
 
 def bradley_terry_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> torch.Tensor:

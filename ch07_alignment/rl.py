@@ -62,9 +62,11 @@ def response_batch(prompts: list[list[int]], responses: list[list[int]], pad_id:
                    context: int) -> dict[str, torch.Tensor]:
     """{"ids", "loss_mask"} (rows, T): each prompt followed by its response, right-padded, the mask on the response.
 
-    An empty response (the budget of new tokens was 0) cannot be scored: sequence_logprobs refuses it.
+    A prompt is left-truncated so that the whole row fits the context: the reward model reads the last
+    token of a response that was cut off before its end token. An empty response (the budget of new
+    tokens was 0) cannot be scored: sequence_logprobs refuses it.
     """
-    rows = [truncate_prompt(p + r, [False] * len(p) + [True] * len(r), context) for p, r in zip(prompts, responses)]
+    rows = [truncate_prompt(p + r, [False] * len(p) + [True] * len(r), context - 1) for p, r in zip(prompts, responses)]
     ids, loss_mask = pad_rows(rows, pad_id)
     return {"ids": ids, "loss_mask": loss_mask}
 
@@ -120,8 +122,10 @@ class RLConfig:
     def __post_init__(self):
         if self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be at least 2 for the leave-one-out baseline, got {self.samples_per_prompt}")
-        if self.kl_coef < 0 or self.lr <= 0 or self.steps < 1 or self.prompts_per_step < 1:
-            raise ValueError(f"RLConfig needs kl_coef >= 0, lr > 0, steps >= 1 and prompts_per_step >= 1, got {self}")
+        if (self.kl_coef < 0 or self.lr <= 0 or self.steps < 1 or self.prompts_per_step < 1 or self.max_new_tokens < 1
+                or self.grad_clip <= 0):
+            raise ValueError("RLConfig needs kl_coef >= 0, lr > 0, steps >= 1, prompts_per_step >= 1, max_new_tokens >= 1 "
+                             f"and grad_clip > 0, got {self}")
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -140,6 +144,9 @@ def train_rl(policy: nn.Module, reference: nn.Module, reward_model: nn.Module, t
     of its prompt. One gradient step per batch of samples: the policy that sampled is the one updated.
     """
     cfg = cfg or RLConfig()
+    if len(records) < cfg.prompts_per_step:
+        raise ValueError(f"train_rl draws {cfg.prompts_per_step} different prompts per step from {len(records)} records: "
+                         "pass more records or lower RLConfig.prompts_per_step")
     device, end, context = next(policy.parameters()).device, end_token_id(tokenizer), policy.cfg.context_length
     rng, k = random.Random(cfg.seed), cfg.samples_per_prompt
     torch.manual_seed(cfg.seed)

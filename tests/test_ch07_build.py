@@ -119,7 +119,7 @@ class MiniBook(Book):
         def make():
             sft, tokenizer = self.sft()
             pairs = self.preference_splits()
-            model = RewardModel(sft)
+            model = RewardModel(sft, tokenizer.eot_id)
             train_reward_model(model, tokenizer, pairs["train"], pairs["val"], self.reward_config, progress=False)
             return model.eval()
         return self.once("reward", make)
@@ -204,7 +204,9 @@ def test_a_second_build_skips_what_is_unchanged_and_force_redoes_the_rest(mini):
     before = {s: (out / "stages" / f"{s}.json").read_text() for s in STAGES}
     again = build(out, book=book)
     assert {s: (out / "stages" / f"{s}.json").read_text() for s in STAGES} == before
+    assert {s: r.pop("skipped") for s, r in again.items()} == {s: "unchanged" for s in STAGES}
     assert again == json.loads(json.dumps(results))
+    assert "| sft | 0 | skipped (unchanged): figures of an earlier build |" in (out / "report.md").read_text()
     forced = build(out, book=book, force="rl")
     redone = [s for s in STAGES if forced[s]["seconds"] != results[s]["seconds"]]
     assert redone == ["rl", "dpo"]
@@ -224,7 +226,7 @@ def test_an_interrupted_build_resumes_at_the_stage_it_was_in(mini, tmp_path, mon
     first = {s: json.loads((tmp_path / "stages" / f"{s}.json").read_text()) for s in ("corpus", "reward")}
     monkeypatch.undo()
     results = build(tmp_path, book=book)
-    assert all(results[s] == first[s] for s in first)  # skipped, not redone
+    assert all(results[s] == {**first[s], "skipped": "unchanged"} for s in first)  # skipped, not redone
     assert set(results) == set(STAGES) and (tmp_path / "report.md").exists()
 
 

@@ -9,8 +9,9 @@ import torch
 from ch04_gpt_model import GPTConfig, GPTModel
 from ch05_pretraining import TrainConfig
 from ch06_sft import InstructionDataError, record_hash, split_records
-from ch07_alignment import (PreferenceDataset, RewardModel, bradley_terry_loss, collate_pairs, drop_identical_pairs,
-                            load_preference_data, pair_statistics, reward_accuracy, split_pairs, train_reward_model)
+from ch07_alignment import (PreferenceDataset, fixed_batches, RewardModel, bradley_terry_loss, collate_pairs, drop_identical_pairs,
+                            load_preference_data, pair_statistics, prompt_ids, response_batch, reward_accuracy, split_pairs,
+                            train_reward_model)
 
 from char_tokenizer import CharTokenizer
 
@@ -79,7 +80,7 @@ def test_bradley_terry_loss_by_hand():
 def reward_model(seed=0):
     torch.manual_seed(seed)
     body = GPTModel(GPTConfig(vocab_size=128, context_length=256, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0))
-    return RewardModel(body)
+    return RewardModel(body, CharTokenizer().eot_id)
 
 
 def test_the_reward_model_scores_the_last_response_token_whatever_the_padding():
@@ -98,6 +99,36 @@ def test_the_reward_model_scores_the_last_response_token_whatever_the_padding():
         longer_ids = torch.cat([ids, torch.full((2, 5), 42)], dim=1)  # tokens after the end are never read
         longer_mask = torch.cat([mask, torch.zeros(2, 5, dtype=torch.bool)], dim=1)
         torch.testing.assert_close(model(longer_ids, longer_mask), model(ids, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_a_response_cut_off_before_its_end_token_is_scored_after_its_last_token():
+    # A sampled response that ran out of new tokens has no end token: the score must have read all of it,
+    # in a batch whose longest row it is as well as alone, and a row too long for the context is refused.
+    tok, model = CharTokenizer(), reward_model().eval()
+    prompt = prompt_ids({"instruction": "Say hi.", "input": ""}, tok)
+    cut, stopped = tok.encode_ordinary("Hello the"), tok.encode_ordinary("Hi.") + [tok.eot_id]
+    with torch.no_grad():
+        score = lambda responses: model(**response_batch([prompt] * len(responses), responses, tok.eot_id, 256))  # noqa: E731
+        both = score([cut, stopped])
+        torch.testing.assert_close(both, torch.cat([score([cut]), score([stopped])]), rtol=1e-5, atol=1e-5)
+        assert score([cut[:-1] + tok.encode_ordinary("m")])[0] != both[0]  # a cut-off response: its last token is read
+        assert score([stopped[:-2] + tok.encode_ordinary("!") + [tok.eot_id]])[0] != both[1]  # and a stopped one's last before the end
+        full = response_batch([prompt], [cut], tok.eot_id, 256)
+        assert full["ids"].shape[1] == len(prompt) + len(cut)
+        long_prompt = prompt * 40  # response_batch truncates it so that the whole row fits the context
+        assert response_batch([long_prompt], [cut], tok.eot_id, 256)["ids"].shape[1] == 256
+        too_long = torch.cat([full["ids"]] * 30, dim=1)[:, :300], torch.ones(1, 300, dtype=torch.bool)
+        with pytest.raises(ValueError, match="beyond the 256-token context"):
+            model(*too_long)
+
+
+def test_no_pairs_to_score_is_a_clear_error():
+    tok, model = CharTokenizer(), reward_model().eval()
+    pairs, _ = drop_identical_pairs(preference_records(sft_records(4)))
+    with pytest.raises(ValueError, match="no preference pairs to use: the list of records is empty"):
+        reward_accuracy(model, tok, [])
+    with pytest.raises(ValueError, match=f"all {len(pairs)} were dropped, because a response does not fit the 8-token"):
+        fixed_batches(PreferenceDataset(pairs, tok, max_length=8), 4, tok.eot_id)
 
 
 def test_reward_training_learns_the_preference_and_resumes_exactly(tmp_path):

@@ -53,6 +53,11 @@ def test_rl_config_refuses_a_baseline_it_cannot_compute():
         RLConfig(samples_per_prompt=1)
     with pytest.raises(ValueError, match="kl_coef >= 0"):
         RLConfig(kl_coef=-0.1)
+    for bad in ({"max_new_tokens": 0}, {"grad_clip": 0.0}):
+        with pytest.raises(ValueError, match="max_new_tokens >= 1 and grad_clip > 0"):
+            RLConfig(**bad)
+    with pytest.raises(ValueError, match="4 different prompts per step from 3 records"):
+        train_rl(tiny(), tiny(), LowIdReward(), CharTokenizer(), RECORDS[:3], RLConfig(prompts_per_step=4))
 
 
 def test_sampled_responses_stop_at_the_end_token_and_are_reproducible():
