@@ -77,7 +77,7 @@ def run_workers(fn: Callable, world_size: int = 2, *args, timeout: float = 120.0
                 continue
             if not ok:
                 raise RuntimeError(f"rank {rank} of {world_size} failed:\n{payload}")
-            out[rank] = torch.load(io.BytesIO(payload), weights_only=False)
+            out[rank] = torch.load(io.BytesIO(payload), weights_only=True)  # tensors and plain containers only
     finally:
         for p in procs:
             p.join(timeout=5)
@@ -95,13 +95,13 @@ def several(*calls: tuple) -> list:
 def ring_all_reduce(t: torch.Tensor) -> torch.Tensor:
     """Sum `t` over all ranks with a ring of send/recv, in place; returns `t`.
 
-    The tensor is cut into N chunks. In N-1 reduce-scatter steps each rank passes one chunk
-    to its right neighbour and adds the chunk arriving from its left, so rank r ends up with
-    the full sum of chunk r+1. In N-1 all-gather steps the finished chunks go round the ring.
+    The tensor is cut into N chunks (the last ones shorter, even empty, if N does not divide
+    its size). In N-1 reduce-scatter steps each rank passes one chunk to its right neighbour
+    and adds the chunk arriving from its left, so rank r ends up with the full sum of chunk r+1. In N-1 all-gather steps the finished chunks go round the ring.
     Each rank sends 2 (N-1)/N of the tensor in all, whatever N: the bandwidth-optimal all-reduce.
     """
     rank, n = dist.get_rank(), dist.get_world_size()
-    chunks = list(t.view(-1).chunk(n))  # views: writing a chunk writes t
+    chunks = list(t.view(-1).tensor_split(n))  # N views, always (chunk(n) may return fewer): writing one writes t
     right, left = (rank + 1) % n, (rank - 1) % n
     for phase in ("reduce-scatter", "all-gather"):
         for step in range(n - 1):

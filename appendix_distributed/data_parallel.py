@@ -2,13 +2,17 @@
 """Appendix A.2: data parallelism: every rank its rows of the global batch, gradients averaged by hand, then by DDP."""
 from __future__ import annotations
 
+import contextlib
+import json
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ch04_gpt_model import GPTConfig, GPTModel
-from ch05_pretraining.checkpoint import load_checkpoint, save_checkpoint
+from ch05_pretraining.checkpoint import CKPT_JSON, CheckpointError, load_checkpoint, save_checkpoint
 from ch05_pretraining.train import SingleProcess, TrainConfig, train
 
 
@@ -19,6 +23,8 @@ class Distributed(SingleProcess):
     data order is exactly the single process's. Checkpoints: a replicated model is written by
     rank 0 in Chapter 5's format (so one process can resume a DDP run, and the other way round).
     """
+    name: str | None = None  # the --strategy of launch.py that runs it, for messages
+
     def __init__(self, group: dist.ProcessGroup | None = None):
         self.group = group  # the ranks that split the batch (None: all of them)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -55,13 +61,31 @@ class Distributed(SingleProcess):
         """Every weight, whole, on every rank, named as in the unwrapped GPTModel (for comparisons)."""
         return {k: v.detach().clone() for k, v in self.unwrap(model).state_dict().items()}
 
+    def checkpoint_state(self, out_dir):
+        refuse_sharded(out_dir, self.name)
+        return super().checkpoint_state(out_dir)
+
     def save_checkpoint(self, out_dir, model, optimizer, state):
         if self.is_main:
             save_checkpoint(out_dir, self.unwrap(model), optimizer, state)
         dist.barrier()  # no rank goes on (or reads the checkpoint) before it is complete
 
     def load_checkpoint(self, out_dir, model, optimizer, device):
+        refuse_sharded(out_dir, self.name)
         return load_checkpoint(out_dir, self.unwrap(model), optimizer, device=device)
+
+
+def refuse_sharded(out_dir, reader: str | None) -> None:
+    """CheckpointError if out_dir holds a sharded (DCP) checkpoint, which Chapter 5's one-file reader cannot read."""
+    try:
+        meta = json.loads((Path(out_dir) / CKPT_JSON).read_text())
+    except (OSError, ValueError):
+        return  # missing or corrupt: Chapter 5's reader says so
+    if "dcp" in meta:  # written by zero.ShardedCheckpoint
+        writer = meta.get("layout", {}).get("strategy") or "a sharded strategy"
+        raise CheckpointError(f"the checkpoint in {out_dir} was written by --strategy {writer} as sharded tensors "
+                              f"(torch.distributed.checkpoint, in {meta['dcp']}/), which "
+                              f"{'--strategy ' + reader if reader else 'this strategy'} cannot read: resume it with --strategy {writer}, or start a fresh run in a new --out")
 
 
 class HandDataParallel(Distributed):
@@ -81,11 +105,22 @@ class HandDataParallel(Distributed):
 
 
 class DDP(Distributed):
-    """PyTorch's DistributedDataParallel: gradients all-reduced in buckets while backward still runs."""
+    """PyTorch's DistributedDataParallel: gradients all-reduced in buckets while backward still runs.
+
+    With gradient accumulation, the micro-batches before the last of a step run under no_sync():
+    their gradients add up locally, and the last backward all-reduces the sum, once per step.
+    """
+    name = "ddp"
+
     def prepare(self, model):
         device_ids = [model.tok_emb.weight.device] if model.tok_emb.weight.is_cuda else None
         return DistributedDataParallel(model, device_ids=device_ids, process_group=self.group,
                                        forward_sync_buffers=False)  # buffers are fixed tables: no resend before each forward
+
+    def forward_backward(self, model, x, y, accum_steps, device, precision):
+        sync = self.end_of_step(accum_steps)
+        with contextlib.nullcontext() if sync else model.no_sync():
+            return super().forward_backward(model, x, y, accum_steps, device, precision)
 
 
 # A model small enough to train in a second, for the equality checks of every section.

@@ -24,9 +24,11 @@ class FSDPTensorParallel(TensorParallel):
     The mesh is (dp, tp): ranks in a row share a layer's shards (fast links, within a node),
     ranks in a column hold the same TP shard and split the batch, sharding it once more with FSDP.
     """
+    name = "fsdp+tp"
+
     def __init__(self, tp_size: int = 2):
         world = dist.get_world_size()
-        if world % tp_size:
+        if tp_size < 1 or world % tp_size:
             raise ValueError(f"world size {world} is not a multiple of the tensor-parallel size {tp_size}")
         device = "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu"
         self.mesh2d = init_device_mesh(device, (world // tp_size, tp_size), mesh_dim_names=("dp", "tp"))

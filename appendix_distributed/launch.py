@@ -41,6 +41,10 @@ def check_settings(strategy: str, preset: str, world_size: int, backend: str, *,
     cfg, batch = GPTConfig(**spec.model), spec.train.batch_size
     if strategy not in STRATEGIES:
         raise SettingsError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if tp_size < 1:
+        raise SettingsError(f"--tp-size must be a positive number of ranks, got {tp_size}")
+    if n_micro is not None and n_micro < 1:
+        raise SettingsError(f"--micro-batches must be a positive number, got {n_micro}")
     if backend not in BACKENDS:
         raise SettingsError(f"unknown backend {backend!r}: gloo (CPU) or nccl (CUDA GPUs)")
     if backend == "nccl":
@@ -70,13 +74,16 @@ def check_settings(strategy: str, preset: str, world_size: int, backend: str, *,
         if cfg.n_layers % world_size:
             raise SettingsError(f"preset {preset!r} has {cfg.n_layers} layers, which {world_size} pipeline stages "
                                 f"cannot split: use a world size that divides {cfg.n_layers}")
-        micro = n_micro or 2 * world_size
+        micro = 2 * world_size if n_micro is None else n_micro
         if batch % micro:
             raise SettingsError(f"batch_size {batch} does not split into {micro} micro-batches: pass --micro-batches")
     if (optimizer or spec.train.optimizer) == "muon" and strategy != "ddp":
+        why = {"zero1": "zero1's ZeroRedundancyOptimizer builds AdamW's state instead",
+               "pp": "pp keeps whole matrices, but its sharded checkpoints (torch.distributed.checkpoint) take only a "
+                     "torch.optim optimizer, and Chapter 5 pairs Muon with AdamW in one MuonWithAdamW"
+               }.get(strategy, f"{strategy} splits the matrices over the ranks")
         raise SettingsError(f"preset {preset!r} trains its block matrices with Muon, which orthogonalises each whole "
-                            f"matrix on one rank; {strategy} builds AdamW's state or splits the matrices. "
-                            "Use --strategy ddp, or pass --optimizer adamw")
+                            f"matrix on one rank; {why}. Use --strategy ddp, or pass --optimizer adamw")
 
 
 def make_strategy(name: str, *, tp_size: int = 2, schedule: str = "1f1b", n_micro: int | None = None):

@@ -176,11 +176,14 @@ class Pipeline(ShardedCheckpoint, Distributed):
     loss and broadcasts it. n_micro micro-batches per batch (default: 2 per stage).
     """
     SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+    name = "pp"
 
     def __init__(self, schedule: str = "1f1b", n_micro: int | None = None):
         super().__init__(group=None)
+        if n_micro is not None and n_micro < 1:
+            raise ValueError(f"n_micro must be a positive number of micro-batches, got {n_micro}")
         self.dp_rank, self.dp_size = 0, 1
-        self.schedule_name, self.n_micro = schedule, n_micro or 2 * self.world
+        self.schedule_name, self.n_micro = schedule, 2 * self.world if n_micro is None else n_micro
         # The ranks that hold a copy of the tied embedding (every rank joins new_group, even if not in it).
         self.tie_group = dist.new_group(sorted({0, self.world - 1}))
 
@@ -189,7 +192,9 @@ class Pipeline(ShardedCheckpoint, Distributed):
         self.stage_module = GPTStage(model, layers, model.cfg.n_layers)
         device = next(model.parameters()).device
         stage = PipelineStage(self.stage_module, self.rank, self.world, device)
-        self.schedule = self.SCHEDULES[self.schedule_name](stage, n_microbatches=self.n_micro, loss_fn=cross_entropy)
+        # scale_grads=False: the schedule sums its micro-batches' gradients; forward_backward divides once per step
+        self.schedule = self.SCHEDULES[self.schedule_name](stage, n_microbatches=self.n_micro, loss_fn=cross_entropy,
+                                                           scale_grads=False)
         return self.stage_module
 
     def tied(self, model) -> nn.Parameter | None:
@@ -212,10 +217,11 @@ class Pipeline(ShardedCheckpoint, Distributed):
         with autocast(device, precision):
             loss = self.run(model, x, y, train=True)
         if self.end_of_step(accum_steps):
-            if accum_steps > 1:  # the schedule averaged over its micro-batches; now over the loop's too
-                for p in model.parameters():
-                    if p.grad is not None:
-                        p.grad.div_(accum_steps)
+            # .grad holds the sum over the loop's micro-steps and each step's micro-batches: the mean divides once.
+            # (The schedule's own scale_grads would divide the whole .grad at every step(), earlier steps' part too.)
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(self.n_micro * accum_steps)
             tied = self.tied(model)
             if tied is not None and tied.grad is not None:  # both copies get the gradient of the one matrix
                 dist.all_reduce(tied.grad, group=self.tie_group)

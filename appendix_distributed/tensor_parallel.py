@@ -193,10 +193,13 @@ def local_value(t: torch.Tensor) -> torch.Tensor:
 
 class TensorParallel(ShardedCheckpoint, Distributed):
     """Every rank sees the whole batch and holds 1/N of every layer; logits stay vocabulary-sharded for loss_parallel."""
+    name = "tp"
+
     def __init__(self, mesh=None, sequence_parallel: bool = True):
         device = "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu"
         self.mesh = mesh or init_device_mesh(device, (dist.get_world_size(),), mesh_dim_names=("tp",))
         self.sequence_parallel = sequence_parallel
+        self.tp_size = self.mesh.size()  # the qkv row order, recorded with checkpoints
         super().__init__(group=None)
         self.dp_rank, self.dp_size = 0, 1  # no data parallelism: every rank reads the same rows
 

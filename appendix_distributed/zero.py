@@ -18,7 +18,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
 from ch01_data.fetch import write_atomic
-from ch05_pretraining.checkpoint import CKPT_JSON, CheckpointError
+from ch05_pretraining.checkpoint import CKPT_JSON, CKPT_TENSORS, CheckpointError
 from ch05_pretraining.train import make_optimizer
 from appendix_distributed.data_parallel import DDP, Distributed
 
@@ -106,7 +106,11 @@ class HandZeRO1:
 
 
 class HandZeRO1Strategy(Distributed):
-    """Each rank computes gradients of its rows; HandZeRO1 reduces them and updates its slice."""
+    """Each rank computes gradients of its rows; HandZeRO1 reduces them and updates its slice.
+
+    HandZeRO1 has no state_dict (each rank holds a slice of AdamW's state), so this strategy
+    trains without checkpoints: train(..., out_dir=None). ZeRO1 below checkpoints.
+    """
     def make_optimizer(self, model, cfg):
         self.optimizer = HandZeRO1(model, cfg, self.group)
         return self.optimizer
@@ -114,9 +118,18 @@ class HandZeRO1Strategy(Distributed):
     def clip_grad_norm(self, model, max_norm):
         self.optimizer.clip_grad_norm_(max_norm)
 
+    def no_checkpoints(self, *args):
+        raise NotImplementedError("HandZeRO1Strategy cannot save or resume checkpoints: HandZeRO1 keeps a slice of "
+                                  "AdamW's state on each rank and has no state_dict. Train it without out_dir, or use "
+                                  "ZeRO1 (--strategy zero1), PyTorch's ZeroRedundancyOptimizer, which checkpoints")
+
+    checkpoint_state = save_checkpoint = load_checkpoint = no_checkpoints
+
 
 class ZeRO1(DDP):
     """DDP plus PyTorch's ZeroRedundancyOptimizer: AdamW's m and v sharded, each rank updates its parameters and broadcasts them."""
+    name = "zero1"
+
     def make_optimizer(self, model, cfg):
         groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}
                   for g in make_optimizer(model, cfg).param_groups]
@@ -133,8 +146,18 @@ class ShardedCheckpoint:
 
     The tensors go to out_dir/dcp-<step>/; the JSON state (Chapter 5's checkpoint.json, without
     tensors) is written by rank 0 last, naming that folder, so a crash mid-save leaves the
-    previous checkpoint in force. DCP reshards on load: the folder loads on any number of ranks.
+    previous checkpoint in force. DCP reshards on load (hybrid.load_sharded_toy reads weights
+    saved on 2 ranks in one process). The JSON also records the layout, the strategy and its
+    tensor-parallel size: tensor parallelism stores each qkv matrix with its rows in an order
+    that depends on the tp size (group_qkv_rows), so a resume under another layout is refused
+    rather than loaded with its heads scrambled.
     """
+    tp_size = 1  # ranks that split each layer; TensorParallel sets its own
+
+    def layout(self) -> dict:
+        """What the run that resumes a checkpoint must share with the run that saved it."""
+        return {"strategy": self.name, "tp_size": self.tp_size}
+
     def checkpoint_state(self, out_dir):
         try:
             return json.loads((Path(out_dir) / CKPT_JSON).read_text())
@@ -149,18 +172,36 @@ class ShardedCheckpoint:
         dist.barrier()
         if self.is_main:
             old = self.checkpoint_state(out_dir).get("dcp") if (out_dir / CKPT_JSON).exists() else None
-            write_atomic(out_dir / CKPT_JSON, json.dumps({**state, "dcp": folder, "world_size": self.world}, indent=1))
+            write_atomic(out_dir / CKPT_JSON, json.dumps({**state, "dcp": folder, "world_size": self.world,
+                                                          "layout": self.layout()}, indent=1))
             if old and old != folder:
                 shutil.rmtree(out_dir / old, ignore_errors=True)
         dist.barrier()
 
     def load_checkpoint(self, out_dir, model, optimizer, device):
         meta = self.checkpoint_state(out_dir)
+        if "dcp" not in meta:
+            raise CheckpointError(f"the checkpoint in {out_dir} is Chapter 5's single {CKPT_TENSORS}, written by one "
+                                  f"process or by --strategy ddp or zero1, and --strategy {self.name} reads only sharded "
+                                  "(dcp-*) checkpoints: resume it with ddp, zero1 or python -m ch05_pretraining train, "
+                                  "or start a fresh run in a new --out")
+        saved = meta.get("layout", self.layout())  # written before layouts were recorded: taken on trust
+        if saved != self.layout():
+            raise CheckpointError(f"the checkpoint in {out_dir} was written by {describe_layout(saved)}; this run is "
+                                  f"{describe_layout(self.layout())}, whose tensors are laid out differently (tensor "
+                                  "parallelism orders the qkv rows for its size). Resume it as it was written, or start "
+                                  "a fresh run in a new --out")
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=Path(out_dir) / meta["dcp"])  # into this rank's shards, in place
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         return meta
+
+
+def describe_layout(layout: dict) -> str:
+    """The command-line options that give a checkpoint layout: '--strategy tp on 2 ranks'."""
+    s, n = layout["strategy"], layout["tp_size"]
+    return {"tp": f"--strategy tp on {n} ranks", "fsdp+tp": f"--strategy fsdp+tp --tp-size {n}"}.get(s, f"--strategy {s}")
 
 
 class FSDP(ShardedCheckpoint, Distributed):
@@ -170,6 +211,8 @@ class FSDP(ShardedCheckpoint, Distributed):
     before its forward (and again before its backward) and freed after; gradients are
     reduce-scattered, so each rank keeps 1/N of weights, gradients and Adam moments.
     """
+    name = "fsdp"
+
     def __init__(self, mesh=None):
         device = "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu"
         self.mesh = mesh or init_device_mesh(device, (dist.get_world_size(),), mesh_dim_names=("dp",))
@@ -311,6 +354,3 @@ def shard_sizes() -> dict[str, dict[str, int]]:
     psi = sum(p.numel() for p in GPTModel(GPTConfig(**TOY_MODEL)).parameters())
     out["total"] = {"weights": psi, "adam_moments": 2 * psi}  # what one process holds
     return out
-
-
-

@@ -234,3 +234,19 @@ def test_without_torchrun_the_command_says_how_to_start(book, monkeypatch, capsy
     with pytest.raises(SystemExit):
         main(["train", "--strategy", "ddp", "--preset", "tiny", "--out", str(root / "x")])
     assert "start this with torchrun" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value,named", [("tp_size", 0, "--tp-size must be a positive"),
+                                                ("tp_size", -2, "--tp-size must be a positive"),
+                                                ("n_micro", 0, "--micro-batches must be a positive"),
+                                                ("n_micro", -4, "--micro-batches must be a positive")])
+def test_sizes_must_be_positive(book, option, value, named):
+    with pytest.raises(SettingsError, match=named):
+        check_settings("fsdp+tp" if option == "tp_size" else "pp", "tiny", 4, "gloo", **{option: value})
+
+
+@pytest.mark.parametrize("strategy,why", [("zero1", "ZeroRedundancyOptimizer builds AdamW's state"),
+                                          ("fsdp", "fsdp splits the matrices"), ("pp", "pp keeps whole matrices")])
+def test_the_muon_refusal_says_why(book, strategy, why):
+    with pytest.raises(SettingsError, match=why):
+        check_settings(strategy, "tiny", 4, "gloo", optimizer="muon")

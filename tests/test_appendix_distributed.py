@@ -1,10 +1,14 @@
 """Appendix: every distributed strategy equals one process (gloo, 127.0.0.1, spawned processes)."""
+import dataclasses
+
 import pytest
 import torch
+import torch.distributed as dist
 
 from ch04_gpt_model import GPTConfig, GPTModel
 from appendix_distributed import collectives, data_parallel as dp, hybrid, pipeline as pp, tensor_parallel as tp, zero
 from appendix_distributed.collectives import run_workers
+from ch05_pretraining.checkpoint import CheckpointError
 
 F32 = dict(rtol=1.3e-6, atol=1e-5)  # torch.testing.assert_close's float32 defaults
 
@@ -19,6 +23,9 @@ TWO_RANKS = {
     "pipeline GPipe": (pp.Pipeline, {"schedule": "gpipe"}),
     "pipeline 1F1B": (pp.Pipeline, {"schedule": "1f1b"}),
 }
+# Two micro-batches per optimizer step: gradients accumulate (DDP under no_sync, the pipeline over its schedule's steps)
+ACCUM = dataclasses.replace(dp.TOY_TRAIN, grad_accum_steps=2)
+TWO_RANKS_ACCUM = {f"{name}, 2 micro-steps": (cls, {**kwargs, "cfg": ACCUM}) for name, (cls, kwargs) in TWO_RANKS.items()}
 FOUR_RANKS = {"FSDP2 + TP (2-D mesh)": (hybrid.FSDPTensorParallel, {}), "pipeline 1F1B, 4 stages": (pp.Pipeline, {})}
 
 
@@ -28,13 +35,24 @@ def single():
 
 
 @pytest.fixture(scope="module")
+def single_accum():
+    return dp.train_toy(cfg=ACCUM)
+
+
+@pytest.fixture(scope="module")
 def two_ranks():
-    return run_workers(dp.train_toys, 2, TWO_RANKS)
+    return run_workers(dp.train_toys, 2, {**TWO_RANKS, **TWO_RANKS_ACCUM})
+
+
+def ring_sums(sizes: tuple) -> dict:
+    """On every rank: ring_all_reduce of (rank + 1) * [0, 1, ..., n-1] for each size n."""
+    rank = dist.get_rank()
+    return {n: collectives.ring_all_reduce(torch.arange(n, dtype=torch.float64) * (rank + 1)) for n in sizes}
 
 
 @pytest.fixture(scope="module")
 def four_ranks():
-    return run_workers(dp.train_toys, 4, FOUR_RANKS)
+    return run_workers(collectives.several, 4, (dp.train_toys, FOUR_RANKS), (ring_sums, (6, 3)))  # [runs, rings] per rank
 
 
 def assert_same_run(got, want):
@@ -52,17 +70,70 @@ def test_two_ranks_equal_one_process(two_ranks, single, name):
         assert_same_run(rank[name], single)
 
 
+@pytest.mark.parametrize("name", TWO_RANKS_ACCUM)
+def test_two_ranks_with_gradient_accumulation_equal_one_process(two_ranks, single_accum, name):
+    for rank in two_ranks:
+        assert_same_run(rank[name], single_accum)
+
+
 @pytest.mark.parametrize("name", FOUR_RANKS)
 def test_four_ranks_equal_one_process(four_ranks, single, name):
-    for rank in four_ranks:
-        assert_same_run(rank[name], single)
+    for runs, _ in four_ranks:
+        assert_same_run(runs[name], single)
+
+
+def test_ring_all_reduce_when_the_ranks_do_not_divide_the_size(four_ranks, checks):
+    """6 elements on 4 ranks: chunks of 2, 2, 1, 1; 3 on 4 and 1 on 2: some chunks are empty."""
+    for world, per_rank in ((4, [rings for _, rings in four_ranks]), (2, [c["rings"] for c in checks])):
+        total = sum(r + 1 for r in range(world))
+        for rings in per_rank:
+            for n, got in rings.items():
+                torch.testing.assert_close(got, torch.arange(n, dtype=torch.float64) * total, msg=f"{n} on {world}")
 
 
 def _section_checks(folder):
     return {"dcp": hybrid.dcp_round_trip(folder), "collectives": collectives.collectives_check(), "megatron": tp.megatron_check(),
             "tp_collectives": {(sp, layers): tp.tp_step_collectives(sp, layers) for sp in (False, True) for layers in (2, 4)},
             "traffic": {c.__name__: zero.step_traffic(c) for c in (dp.DDP, zero.HandZeRO1Strategy, zero.ZeRO1, zero.FSDP)},
-            "shards": zero.shard_sizes(), "gpipe": pp.gpipe_check()}
+            "shards": zero.shard_sizes(), "gpipe": pp.gpipe_check(), "rings": ring_sums((3, 1)),
+            "checkpoints": _checkpoint_layouts(folder + "-layouts")}
+
+
+def _toy_and_optimizer(strategy, seed=0):
+    torch.manual_seed(seed)
+    model = strategy.prepare(GPTModel(GPTConfig(**dp.TOY_MODEL)))
+    return model, strategy.make_optimizer(model, dp.TOY_TRAIN)
+
+
+def _checkpoint_layouts(root):
+    """On every rank: save a toy checkpoint under each of ddp, fsdp and tp, and resume each under other strategies.
+
+    Returns {(writer, reader): the error's message, or the whole weights after loading}, and
+    {"saved tp": the whole weights tp saved}. HandZeRO1Strategy's refusal is the message under ("hand zero1", None).
+    """
+    out = {}
+    writers = {"ddp": dp.DDP(), "fsdp": zero.FSDP(), "tp": tp.TensorParallel()}
+    for name, strategy in writers.items():
+        model, optimizer = _toy_and_optimizer(strategy)
+        strategy.save_checkpoint(f"{root}/{name}", model, optimizer, {"step": 1})
+        if name == "tp":
+            out["saved tp"] = strategy.full_state_dict(model)
+    for writer, reader in (("tp", zero.FSDP), ("fsdp", tp.TensorParallel), ("ddp", zero.FSDP), ("fsdp", dp.DDP),
+                           ("tp", tp.TensorParallel)):
+        strategy = reader()
+        model, optimizer = _toy_and_optimizer(strategy, seed=1)  # other weights than the saved ones
+        try:
+            strategy.checkpoint_state(f"{root}/{writer}")  # what pretrain() reads first
+            strategy.load_checkpoint(f"{root}/{writer}", model, optimizer, "cpu")
+            out[(writer, reader.name)] = strategy.full_state_dict(model)
+        except CheckpointError as e:
+            out[(writer, reader.name)] = str(e)
+    try:
+        hand = zero.HandZeRO1Strategy()
+        hand.save_checkpoint(f"{root}/hand", *_toy_and_optimizer(hand), {"step": 1})
+    except NotImplementedError as e:
+        out[("hand zero1", None)] = str(e)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +220,19 @@ def test_memory_table_matches_the_zero_paper():
     assert m["ZeRO-1"] / 1e9 == pytest.approx(31.4, abs=0.05)
     assert m["ZeRO-2"] / 1e9 == pytest.approx(16.6, abs=0.05)
     assert m["ZeRO-3"] / 1e9 == pytest.approx(1.875)
+
+
+def test_checkpoints_resume_only_in_the_layout_that_wrote_them(checks):
+    for c in checks:
+        got = c["checkpoints"]
+        # tensor parallelism reorders the qkv rows for its tp size: another layout is refused, not loaded scrambled
+        assert "written by --strategy tp on 2 ranks; this run is --strategy fsdp," in got[("tp", "fsdp")]
+        assert "written by --strategy fsdp; this run is --strategy tp on 2 ranks" in got[("fsdp", "tp")]
+        assert "Chapter 5's single checkpoint.safetensors" in got[("ddp", "fsdp")]
+        assert "written by --strategy fsdp as sharded tensors" in got[("fsdp", "ddp")]
+        assert "resume it with --strategy fsdp" in got[("fsdp", "ddp")]
+        assert "no state_dict" in got[("hand zero1", None)]
+        torch.testing.assert_close(got[("tp", "tp")], got["saved tp"])  # the same layout resumes, every weight equal
 
 
 def test_dcp_saved_on_two_ranks_loads_on_one_and_on_two(checks, dcp_folder):
