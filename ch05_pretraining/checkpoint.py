@@ -65,6 +65,10 @@ def read_checkpoint(out_dir: Path | str) -> tuple[dict[str, torch.Tensor], dict]
     """(tensors, JSON state) of the checkpoint in `out_dir`, verified against the sha256 in the JSON."""
     out_dir = Path(out_dir)
     json_path, tensor_path = out_dir / CKPT_JSON, out_dir / CKPT_TENSORS
+    if json_path.exists() and not tensor_path.exists() and '"dcp":' in json_path.read_text():  # zero.py's JSON
+        raise CheckpointError(f"the checkpoint in {out_dir} holds sharded tensors, written by a distributed run (the "
+                              f"appendix's FSDP, tensor or pipeline strategies): resume it with the --strategy that "
+                              f"wrote it ({CKPT_JSON} names it under 'layout'), or start a fresh run in a new folder")
     if not json_path.exists() or not tensor_path.exists():
         raise CheckpointError(f"no complete checkpoint in {out_dir}: expected {CKPT_JSON} and {CKPT_TENSORS}. "
                               "Start a fresh run without --resume.")

@@ -19,6 +19,7 @@ from ch05_pretraining import (
     save_checkpoint, top_k_filter, top_p_filter, train, train_batches, fixed_batches, pretrain, muon_split, orthogonalize,
     OPTIMIZER_STEP, op_kind, profile_step, time_by_kind,
 )
+from ch05_pretraining.checkpoint import CKPT_JSON
 
 TINY = dict(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1, qkv_bias=False)
 
@@ -382,6 +383,13 @@ def test_corrupt_or_truncated_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path, model)
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
         load_checkpoint(tmp_path / "missing", model)
+
+
+def test_a_sharded_checkpoint_is_refused_with_what_to_do(tmp_path):
+    # The appendix's sharded strategies write checkpoint.json with a "dcp" folder and no checkpoint.safetensors.
+    (tmp_path / CKPT_JSON).write_text(json.dumps({"step": 4, "dcp": "dcp-0000004", "layout": {"strategy": "fsdp"}}))
+    with pytest.raises(CheckpointError, match="sharded tensors, written by a distributed run"):
+        read_checkpoint(tmp_path)
 
 
 def test_checkpoint_with_an_edited_json_is_a_clear_error(tmp_path):
