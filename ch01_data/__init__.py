@@ -4,10 +4,12 @@ One module per idea, each importing only the ones before it:
 fetch -> sources -> clean -> quality -> dedup -> pipeline.
 """
 from .fetch import ChecksumError, DownloadError, atomic_open, data_home, fetch, sha256_of, write_atomic
-from .sources import MANIFEST, VERDICT, Source, fetch_corpus, fetch_verdict, gather, load_manifest, removal
+from .sources import (COLUMNS, MANIFEST, VERDICT, ManifestError, Source, fetch_corpus, fetch_verdict, gather,
+                      load_manifest, removal)
 from .clean import (
     END_MARKERS,
     LEGACY_ENCODING,
+    MAX_TITLE_LINES,
     START_MARKERS,
     binary_reason,
     clean_text,
@@ -40,6 +42,7 @@ from .pipeline import (
     REPORT_VERSION,
     SPLITS,
     CorpusConfig,
+    EmptyCorpusError,
     build_corpus,
     corpus_fingerprint,
     default_corpus,
@@ -56,11 +59,12 @@ __all__ = [
     # fetch
     "ChecksumError", "DownloadError", "atomic_open", "data_home", "fetch", "sha256_of", "write_atomic",
     # sources
-    "MANIFEST", "VERDICT", "Source", "fetch_corpus", "fetch_verdict", "gather", "load_manifest", "removal",
+    "COLUMNS", "MANIFEST", "VERDICT", "ManifestError", "Source", "fetch_corpus", "fetch_verdict", "gather",
+    "load_manifest", "removal",
     # clean
-    "END_MARKERS", "LEGACY_ENCODING", "START_MARKERS", "binary_reason", "clean_text", "collapse_blank_lines",
-    "decode_stage", "decode_text", "find_markers", "normalize_newlines", "normalize_unicode", "strip_gutenberg",
-    "strip_illustration_tags", "strip_producer_credits",
+    "END_MARKERS", "LEGACY_ENCODING", "MAX_TITLE_LINES", "START_MARKERS", "binary_reason", "clean_text",
+    "collapse_blank_lines", "decode_stage", "decode_text", "find_markers", "normalize_newlines", "normalize_unicode",
+    "strip_gutenberg", "strip_illustration_tags", "strip_producer_credits",
     # quality
     "STOP_WORDS", "FrozenDict", "QualityConfig", "quality_reasons", "quality_stage", "quality_stats",
     "top_ngram_char_fraction",
@@ -68,6 +72,7 @@ __all__ = [
     "MINHASH_PRIME", "MinHasher", "UnionFind", "all_pairs_jaccard", "candidate_probability", "choose_bands_rows",
     "exact_dedup_stage", "jaccard", "lsh_candidates", "near_duplicate_clusters", "shingle_hashes",
     # pipeline
-    "REPORT_VERSION", "SPLITS", "CorpusConfig", "build_corpus", "corpus_fingerprint", "default_corpus", "load_documents",
-    "main", "near_dedup_stage", "repeated_paragraph_stage", "run_pipeline", "split_documents", "split_of",
+    "REPORT_VERSION", "SPLITS", "CorpusConfig", "EmptyCorpusError", "build_corpus", "corpus_fingerprint",
+    "default_corpus", "load_documents", "main", "near_dedup_stage", "repeated_paragraph_stage", "run_pipeline",
+    "split_documents", "split_of",
 ]

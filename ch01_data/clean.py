@@ -2,6 +2,7 @@
 """Bytes of a text file to clean text: binary check, decoding, line endings, NFC, Gutenberg licence markers, credits."""
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 import unicodedata
@@ -28,20 +29,43 @@ def binary_reason(raw: bytes, sample: int = 8192, max_control: float = 0.10) -> 
     return None
 
 
+def _latin1_for_undefined(error: UnicodeDecodeError) -> tuple[str, int]:
+    # Windows-1252 leaves 0x81, 0x8d, 0x8f, 0x90 and 0x9d undefined: each such byte becomes the
+    # Latin-1 character of the same number, and decoding goes on with the next byte.
+    return error.object[error.start : error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("ch01-latin1-for-undefined", _latin1_for_undefined)
+
+
+def _undefined_in_legacy(byte: int) -> bool:
+    try:
+        bytes([byte]).decode(LEGACY_ENCODING)
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+_LEGACY_UNDEFINED = frozenset(b for b in range(256) if _undefined_in_legacy(b))  # those five bytes
+
+
 def decode_text(raw: bytes) -> tuple[str, str]:
     """Decode bytes as UTF-8 (dropping a BOM); if that fails, as LEGACY_ENCODING, saying why.
 
     Returns (text, note); the note names the encoding used and, for the fallback, the first
-    byte that is not UTF-8. Windows-1252 leaves five bytes undefined; those decode as Latin-1.
+    byte that is not UTF-8. Windows-1252 leaves five bytes undefined; only those decode as
+    Latin-1 (the note counts them), every other byte as Windows-1252.
     """
     try:
         return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as e:
         why = f"not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
-    try:
-        return raw.decode(LEGACY_ENCODING), f"{LEGACY_ENCODING}: {why}"
-    except UnicodeDecodeError:
-        return raw.decode("latin-1"), f"latin-1: {why}, and not {LEGACY_ENCODING} either"
+    text = raw.decode(LEGACY_ENCODING, errors="ch01-latin1-for-undefined")
+    undefined = [k for k, b in enumerate(raw) if b in _LEGACY_UNDEFINED]
+    if undefined:
+        why += (f"; {len(undefined)} byte(s) undefined in {LEGACY_ENCODING} decoded as Latin-1 "
+                f"(the first, 0x{raw[undefined[0]]:02x}, at offset {undefined[0]})")
+    return text, f"{LEGACY_ENCODING}: {why}"
 
 
 def normalize_newlines(text: str) -> str:
@@ -99,12 +123,18 @@ def find_markers(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]
     return starts, ends
 
 
+MAX_TITLE_LINES = 2  # a START marker's title wraps onto at most this many more lines
+
+
 def strip_gutenberg(text: str) -> tuple[str, str | None, str | None]:
     """Cut the Project Gutenberg header and footer off a text with LF line endings.
 
     The body runs from the line after the last START marker that precedes the first END
-    marker, up to that END marker. Returns (body, start variant, end variant); a variant is
-    None when no marker of that kind was found, and then nothing is cut on that side.
+    marker, up to that END marker. A `***` START marker whose line does not end with '*'
+    has a wrapped title: the marker then ends on the first of the next MAX_TITLE_LINES
+    lines that ends with '*' (if none does, on its own line). Returns (body, start variant,
+    end variant); a variant is None when no marker of that kind was found, and then nothing
+    is cut on that side.
     """
     lines = text.split("\n")
     starts, ends = find_markers(text)
@@ -112,9 +142,10 @@ def strip_gutenberg(text: str) -> tuple[str, str | None, str | None]:
     end, end_variant = next(((i, n) for i, n in ends if i > first_start), (len(lines), None))
     begin, start_variant = next(((i, n) for i, n in reversed(starts) if i < end), (-1, None))
     if start_variant and start_variant.startswith("***"):
-        # a long title wraps: the marker ends on the first line that ends with '*'
-        while begin + 1 < end and not lines[begin].rstrip().endswith("*"):
-            begin += 1
+        # a long title wraps: the marker ends on the first line that ends with '*', at most
+        # MAX_TITLE_LINES further down; without one, the marker is its own line
+        last = min(begin + MAX_TITLE_LINES, end - 1)
+        begin = next((k for k in range(begin, last + 1) if lines[k].rstrip().endswith("*")), begin)
     return "\n".join(lines[begin + 1 : end]), start_variant, end_variant
 
 

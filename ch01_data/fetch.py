@@ -86,6 +86,19 @@ def _download(url: str, dest, timeout: float) -> None:
                 bar.update(len(block))
 
 
+def _offline_hint(mirror: str | None, sha256: str, target: Path) -> str:
+    """What to do to work without the network, given what $LLMFS_DATA_MIRROR names (if anything)."""
+    if not mirror:
+        return (f"To work offline, put the file in a folder as {sha256} and set LLMFS_DATA_MIRROR to that "
+                f"folder, or save it as {target}.")
+    folder = Path(mirror).expanduser()
+    if not folder.is_dir():
+        found = f"LLMFS_DATA_MIRROR is set to {str(folder)!r}, which is not an existing folder"
+    else:
+        found = f"the mirror folder LLMFS_DATA_MIRROR={str(folder)!r} was checked and has no file named {sha256}"
+    return f"{found}: put the file there as {sha256}, or save it as {target}."
+
+
 def fetch(url: str, sha256: str, *, cache_dir: Path | None = None,
           timeout: float = 30.0, retries: int = 3) -> Path:
     """Return a local, verified copy of the file at `url` whose sha256 is `sha256`.
@@ -127,10 +140,7 @@ def fetch(url: str, sha256: str, *, cache_dir: Path | None = None,
         except OSError as e:  # network trouble: wait, then retry
             if isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500:  # asking again gets the same answer
                 raise DownloadError(f"{url} answered {e.code} {e.reason}: the address is wrong or the file has moved. "
-                                    f"Put the file in a folder as {sha256} and set LLMFS_DATA_MIRROR to that "
-                                    f"folder, or save it as {target}.") from e
+                                    + _offline_hint(mirror, sha256, target)) from e
             errors.append(f"attempt {attempt + 1}: {e}")
             time.sleep(min(2 ** attempt, 10) if attempt + 1 < retries else 0)
-    raise DownloadError(
-        f"could not download {url} ({'; '.join(errors)}). To work offline, put the file in a "
-        f"folder as {sha256} and set LLMFS_DATA_MIRROR to that folder, or save it as {target}.")
+    raise DownloadError(f"could not download {url} ({'; '.join(errors)}). " + _offline_hint(mirror, sha256, target))

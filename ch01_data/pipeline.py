@@ -128,18 +128,34 @@ REPORT_VERSION = 4  # bump when the pipeline changes what it writes; load_docume
 SPLITS = ("train", "val")
 
 
+class EmptyCorpusError(ValueError):
+    """Every input file was removed by some stage: there is no corpus to write."""
+
+
 def _stage_row(stage: str, before: list[dict], after: list[dict]) -> dict:
     chars = lambda docs: sum(len(d["text"]) for d in docs)
     return {"stage": stage, "docs_in": len(before), "chars_in": chars(before),
             "docs_out": len(after), "chars_out": chars(after)}
 
 
+def _bytes_of(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0  # unreadable: decode_stage records why
+
+
 def run_pipeline(input_dir: Path | str | None = None, config: CorpusConfig | None = None) -> dict:
-    """Every stage in order; returns the splits, the report, and the intermediate results."""
+    """Every stage in order; returns the splits, the report, and the intermediate results.
+
+    The report's "stages" has one row per stage: documents and characters in and out. The
+    decode row starts from files, so its chars_in is the raw bytes of every gathered file,
+    the rejected ones included. Raises EmptyCorpusError if no document survives.
+    """
     config = config or CorpusConfig()
     files = gather(input_dir)
     docs, removed, logs = decode_stage(files)
-    stages = [{"stage": "decode", "docs_in": len(files), "chars_in": sum(log["bytes"] for log in logs),
+    stages = [{"stage": "decode", "docs_in": len(files), "chars_in": sum(_bytes_of(f["path"]) for f in files),
                "docs_out": len(docs), "chars_out": sum(len(d["text"]) for d in docs)}]
     good, gone = quality_stage(docs, config.quality)
     stages.append(_stage_row("quality", docs, good))
@@ -154,6 +170,11 @@ def run_pipeline(input_dir: Path | str | None = None, config: CorpusConfig | Non
     final, gone, paragraphs = repeated_paragraph_stage(distinct, config)
     stages.append(_stage_row("repeated_paragraphs", distinct, final))
     removed += gone
+    if not final:
+        by_stage = ", ".join(f"{n} at {s}" for s, n in Counter(r["stage"] for r in removed).items())
+        first = f"; the first: {removed[0]['source']}: {removed[0]['reason']}" if removed else ""
+        raise EmptyCorpusError(f"no document survived: all {len(files)} input files were removed "
+                               f"({by_stage or 'none gathered'}){first}")
     splits = split_documents(final, config.val_fraction)
     report = {
         "version": REPORT_VERSION,
@@ -239,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = build_corpus(args.out, args.input)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, EmptyCorpusError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for row in report["stages"]:

@@ -52,10 +52,16 @@ class QualityConfig:
     # Gopher: chars covered by the most frequent 2-, 3-, 4-gram <= 0.20, 0.18, 0.16
     max_top_ngram_char_fraction: dict = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
     min_terminal_punct_paragraph_fraction: float = 0.12  # FineWeb: >= 12% of lines end in punctuation
-    blocklist: tuple = ("lorem ipsum",)  # C4: drop pages with placeholder text
+    blocklist: tuple = ("lorem ipsum",)  # C4: drop pages with placeholder text (matched ignoring case)
 
     def __post_init__(self):  # frozen, so a value: equal and hashable field by field
-        object.__setattr__(self, "blocklist", tuple(self.blocklist))  # a list given: a tuple
+        if isinstance(self.blocklist, str):  # tuple("lorem ipsum") would block every letter of it
+            raise ValueError(f"blocklist must be a tuple or list of phrases, got the string {self.blocklist!r}; "
+                             f"write blocklist=({self.blocklist!r},)")
+        if not all(isinstance(p, str) and p.strip() for p in self.blocklist):
+            raise ValueError(f"blocklist phrases must be non-empty strings, got {tuple(self.blocklist)}")
+        # a tuple (a list given), lower-cased: quality_reasons looks for them in the lower-cased text
+        object.__setattr__(self, "blocklist", tuple(p.lower() for p in self.blocklist))
         if isinstance(self.max_top_ngram_char_fraction, dict):  # a copy that cannot change (FrozenDict)
             object.__setattr__(self, "max_top_ngram_char_fraction", FrozenDict(self.max_top_ngram_char_fraction))
         if not 0 < self.min_words <= self.max_words:

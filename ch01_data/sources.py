@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.resources
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,41 @@ class Source:
     title: str
 
 
+COLUMNS = ("sha256", "bytes", "url", "author", "title")
+_SHA256, _WHOLE_NUMBER = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9]+")
+
+
+class ManifestError(ValueError):
+    """A manifest file is not a TSV of the COLUMNS, one well-formed row per file."""
+
+
 def load_manifest(path: Path = MANIFEST) -> list[Source]:
-    """Read a manifest TSV with the columns sha256, bytes, url, author, title."""
+    """Read a manifest TSV with the columns sha256, bytes, url, author, title.
+
+    Every row is checked: five fields, a sha256 of 64 lower-case hex digits, a whole number
+    of bytes; a bad row is an error that names its line, never a row loaded half right.
+    """
     with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [Source(r["sha256"], int(r["bytes"]), r["url"], r["author"], r["title"]) for r in rows]
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(rows, None)
+        if header is None or tuple(header) != COLUMNS:
+            raise ManifestError(f"{path}, line 1: the header must be the columns {' '.join(COLUMNS)} "
+                                f"(tab-separated), got {header}")
+        sources = []
+        for row in rows:
+            if not row:
+                continue  # a blank line
+            where = f"{path}, line {rows.line_num}"
+            if len(row) != len(COLUMNS):
+                raise ManifestError(f"{where}: {len(row)} tab-separated fields, expected {len(COLUMNS)} "
+                                    f"({', '.join(COLUMNS)})")
+            sha256, size, url, author, title = row
+            if not _SHA256.fullmatch(sha256):
+                raise ManifestError(f"{where}: sha256 must be 64 lower-case hex digits, got {sha256!r}")
+            if not _WHOLE_NUMBER.fullmatch(size):
+                raise ManifestError(f"{where}: bytes must be a whole number, got {size!r}")
+            sources.append(Source(sha256, int(size), url, author, title))
+    return sources
 
 
 def fetch_corpus(manifest: list[Source] | None = None) -> list[tuple[Source, Path]]:
@@ -74,6 +105,9 @@ def gather(input_dir: Path | str | None = None) -> list[dict]:
                                     "pass --input a folder that holds .txt files")
         files = [{"source": p.relative_to(root).as_posix(), "title": _title(p.name), "path": p}
                  for p in root.rglob("*.txt") if p.is_file() or p.is_symlink()]
+        if not files:
+            raise FileNotFoundError(f"no .txt files in {str(root)!r} or its subfolders: there is nothing to "
+                                    "build a corpus from; pass --input a folder that holds .txt files")
     return sorted(files, key=lambda f: f["source"])
 
 

@@ -27,6 +27,19 @@ FORMAT_VERSION = 1
 _CACHE_LIMIT = 1_000_000  # chunks kept in the encoder's cache; it is cleared when full, so memory stays bounded
 
 
+def _special_token_names(special_tokens: Sequence[str]) -> tuple[str, ...]:
+    # A str is a sequence too: "<|endoftext|>" would become 13 one-character special tokens.
+    if isinstance(special_tokens, str) or not isinstance(special_tokens, (tuple, list)):
+        raise ValueError(f"special_tokens must be a tuple or list of strings, got {special_tokens!r}"
+                         + (f"; write ({special_tokens!r},)" if isinstance(special_tokens, str) else ""))
+    if not all(isinstance(s, str) and s for s in special_tokens):
+        raise ValueError(f"special tokens must be non-empty strings, got {special_tokens!r}")
+    if len(set(special_tokens)) != len(special_tokens):
+        repeated = sorted({s for s in special_tokens if special_tokens.count(s) > 1})
+        raise ValueError(f"special tokens must be distinct, got {repeated} more than once in {special_tokens!r}")
+    return tuple(special_tokens)
+
+
 class BPETokenizer:
     """Byte-level BPE: GPT-2's regex splits text into chunks, merges (applied by rank) join their bytes.
 
@@ -95,7 +108,9 @@ class BPETokenizer:
 
         Merges are learned over the *unique* chunks of the text, each weighted by its count. If the
         text runs out of pairs first, the vocabulary is smaller than asked (`vocab_size` tells).
+        `special_tokens` is a tuple or list of distinct, non-empty strings; they take the last ids.
         """
+        special_tokens = _special_token_names(special_tokens)
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0:
             raise ValueError(f"vocab_size must be at least 256 + {len(special_tokens)} special tokens, got {vocab_size}")
@@ -286,9 +301,10 @@ def tiktoken_encoding(tokenizer: BPETokenizer, name: str = "llm-from-scratch-bpe
 class TokenizerConfig:
     """The book's own tokenizer. 4096 ids keep the CPU model's embedding and output layers small."""
     vocab_size: int = 4096
-    special_tokens: tuple[str, ...] = (ENDOFTEXT,)
+    special_tokens: tuple[str, ...] = (ENDOFTEXT,)  # distinct, non-empty strings; a list becomes a tuple
 
     def __post_init__(self):
+        object.__setattr__(self, "special_tokens", _special_token_names(self.special_tokens))
         if not 256 + len(self.special_tokens) <= self.vocab_size <= 2**16:
             raise ValueError(f"vocab_size must be between {256 + len(self.special_tokens)} (bytes + special "
                              f"tokens) and 65536 (ids are stored as uint16), got {self.vocab_size}")
@@ -297,14 +313,25 @@ class TokenizerConfig:
 def load_book_tokenizer(config: TokenizerConfig = TokenizerConfig()) -> BPETokenizer:
     """The book's tokenizer, trained on Chapter 1's training split; trained once, then loaded from disk.
 
-    The file name carries a digest of the training texts, so a corpus that Chapter 1 builds
-    differently (after an update of its cleaning) gets a tokenizer of its own instead of a
-    stale one. Training is deterministic, so a rebuilt file is identical; nothing is printed
-    either way.
+    The file name carries the vocabulary size and a digest of everything else training
+    depends on: the special tokens, the split pattern and the training texts. So another
+    configuration, or a corpus that Chapter 1 builds differently (after an update of its
+    cleaning), gets a tokenizer of its own instead of a stale one; and the file loaded is
+    checked against the configuration. Training is deterministic, so a rebuilt file is
+    identical; nothing is printed either way.
     """
     texts = [doc["text"] for doc in load_documents("train")]
-    digest = hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()[:12]
-    path = data_home() / "tokenizer" / f"bpe-{config.vocab_size}-{digest}.json"
+    digest = hashlib.sha256(json.dumps([list(config.special_tokens), GPT2_SPLIT_PATTERN]).encode("utf-8"))
+    digest.update("\0".join(texts).encode("utf-8"))
+    path = data_home() / "tokenizer" / f"bpe-{config.vocab_size}-{digest.hexdigest()[:12]}.json"
     if not path.exists():
         BPETokenizer.train(texts, config.vocab_size, config.special_tokens, progress=True).save(path)
-    return BPETokenizer.load(path)
+    tokenizer = BPETokenizer.load(path)
+    specials = tuple(sorted(tokenizer.special_tokens, key=tokenizer.special_tokens.get))
+    # at most vocab_size ids: fewer if the texts ran out of pairs to merge
+    if ((specials, tokenizer.pattern) != (config.special_tokens, GPT2_SPLIT_PATTERN)
+            or tokenizer.vocab_size > config.vocab_size):
+        raise TokenizerFileError(f"{path} holds a tokenizer of {tokenizer.vocab_size} ids with special tokens "
+                                 f"{specials} and pattern {tokenizer.pattern!r}, not one of {config}; delete the "
+                                 "file and it is trained again")
+    return tokenizer

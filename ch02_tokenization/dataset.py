@@ -81,8 +81,11 @@ class SlidingWindowDataset(Dataset):
 def create_dataloader(tokens: Sequence[int] | np.ndarray | torch.Tensor, batch_size: int, context_length: int,
                       stride: int | None = None, shuffle: bool = True, drop_last: bool = True,
                       seed: int = 123, num_workers: int = 0) -> DataLoader:
-    """Batches of (input, target), each (batch_size, context_length); the shuffle order depends only on `seed`."""
-    dataset = SlidingWindowDataset(tokens, context_length, stride or context_length)
+    """Batches of (input, target), each (batch_size, context_length); the shuffle order depends only on `seed`.
+
+    `stride` defaults to context_length (windows that touch without overlapping).
+    """
+    dataset = SlidingWindowDataset(tokens, context_length, context_length if stride is None else stride)
     if drop_last and len(dataset) < batch_size:  # the loader would silently yield no batch at all
         raise TooFewTokensError(f"{len(tokens)} tokens make {len(dataset)} windows, fewer than batch_size {batch_size}, so with "
                          "drop_last=True there is no batch; use more text, a smaller batch_size or stride, "

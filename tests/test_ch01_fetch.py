@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from ch01_data.sources import VERDICT, fetch_verdict, load_manifest
+from ch01_data.sources import VERDICT, ManifestError, fetch_verdict, load_manifest
 from ch01_data.fetch import ChecksumError, DownloadError, atomic_open, fetch, write_atomic
 
 PAYLOAD = b"It was a dark and stormy night.\n"
@@ -60,6 +60,49 @@ def test_no_network_and_no_mirror_says_what_to_do(tmp_path, monkeypatch):
     message = str(err.value)
     assert URL in message and "LLMFS_DATA_MIRROR" in message and "attempt 2" in message
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no partial download left
+
+
+def test_a_mirror_folder_without_the_file_says_it_was_checked(tmp_path, mirror):
+    with pytest.raises(DownloadError) as err:
+        fetch(URL, SHA, cache_dir=tmp_path / "cache", timeout=1, retries=1)
+    message = str(err.value)
+    assert f"the mirror folder LLMFS_DATA_MIRROR={str(mirror)!r} was checked and has no file named {SHA}" in message
+    assert "set LLMFS_DATA_MIRROR to" not in message  # it is set already
+
+
+def test_a_mirror_that_is_not_a_folder_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMFS_DATA_MIRROR", str(tmp_path / "no-such-folder"))
+    with pytest.raises(DownloadError) as err:
+        fetch(URL, SHA, cache_dir=tmp_path / "cache", timeout=1, retries=1)
+    message = str(err.value)
+    assert f"LLMFS_DATA_MIRROR is set to {str(tmp_path / 'no-such-folder')!r}, which is not an existing folder" in message
+
+
+GOOD_ROW = f"{SHA}\t{len(PAYLOAD)}\thttps://example.org/a.txt\tAn Author\tA Title.txt"
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["sha256\tbytes\turl\tauthor", GOOD_ROW], "line 1: the header must be the columns sha256 bytes url author title"),
+    (["sha256\tbytes\turl\tauthor\ttitle", GOOD_ROW, f"{SHA}\t{len(PAYLOAD)}\thttps://example.org/b.txt\tAuthor"],
+     "line 3: 4 tab-separated fields, expected 5"),
+    (["sha256\tbytes\turl\tauthor\ttitle", GOOD_ROW.replace(SHA, SHA[:-1])], "line 2: sha256 must be 64 lower-case hex"),
+    (["sha256\tbytes\turl\tauthor\ttitle", GOOD_ROW.replace(SHA, SHA.upper())], "line 2: sha256 must be 64 lower-case hex"),
+    (["sha256\tbytes\turl\tauthor\ttitle", GOOD_ROW.replace(f"\t{len(PAYLOAD)}\t", "\t12.5\t")],
+     "line 2: bytes must be a whole number, got '12.5'"),
+    ([], "line 1: the header"),
+])
+def test_malformed_manifest_rows_are_errors_that_name_the_line(tmp_path, lines, message):
+    path = tmp_path / "manifest.tsv"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(path)
+
+
+def test_a_well_formed_manifest_loads(tmp_path):
+    path = tmp_path / "manifest.tsv"
+    path.write_text("sha256\tbytes\turl\tauthor\ttitle\n" + GOOD_ROW + "\n", encoding="utf-8")
+    [source] = load_manifest(path)
+    assert (source.sha256, source.bytes, source.title) == (SHA, len(PAYLOAD), "A Title.txt")
 
 
 def test_manifest_describes_the_default_corpus():

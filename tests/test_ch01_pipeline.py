@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 
 from ch01_data.clean import (
-    END_MARKERS, START_MARKERS, binary_reason, collapse_blank_lines, decode_text, normalize_newlines,
+    END_MARKERS, START_MARKERS, binary_reason, clean_text, collapse_blank_lines, decode_text, normalize_newlines,
     normalize_unicode, strip_gutenberg, strip_illustration_tags, strip_producer_credits,
 )
 from ch01_data.dedup import (
     MINHASH_PRIME, MinHasher, UnionFind, all_pairs_jaccard, candidate_probability, choose_bands_rows, jaccard,
     lsh_candidates, shingle_hashes,
 )
-from ch01_data.pipeline import CorpusConfig, build_corpus, load_documents, split_documents, split_of
+from ch01_data.pipeline import (CorpusConfig, EmptyCorpusError, build_corpus, load_documents, run_pipeline,
+                                 split_documents, split_of)
+from ch01_data.sources import gather
 from ch01_data.quality import QualityConfig, quality_reasons
 
 CH01_MODULES = ("fetch", "sources", "clean", "quality", "dedup", "pipeline")
@@ -67,7 +69,20 @@ def test_decode_utf8_bom_and_legacy_fallback():
     assert text == "café “quoted”"  # Windows-1252 smart quotes, not Latin-1 control codes
     assert note == "cp1252: not UTF-8 (byte 0xe9 at offset 3)"
     text, note = decode_text(b"caf\xe9 \x81")  # 0x81 is undefined in cp1252
-    assert text == "café \x81" and note.startswith("latin-1: not UTF-8")
+    assert text == "café \x81"
+    assert note == ("cp1252: not UTF-8 (byte 0xe9 at offset 3); 1 byte(s) undefined in cp1252 decoded as "
+                    "Latin-1 (the first, 0x81, at offset 5)")
+
+
+def test_only_the_bytes_cp1252_leaves_undefined_decode_as_latin1():
+    # one undefined byte must not turn the curly quotes of the whole file into control characters
+    text, note = decode_text(b"\x93Caf\xe9,\x94 she said \x81.")
+    assert text == "\u201cCaf\u00e9,\u201d she said \x81."
+    assert note.startswith("cp1252: not UTF-8 (byte 0x93 at offset 0)") and "0x81, at offset 17" in note
+    every = bytes(range(256))
+    expected = "".join(bytes([b]).decode("cp1252") if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D) else chr(b)
+                       for b in range(256))
+    assert decode_text(every)[0] == expected and "5 byte(s) undefined" in decode_text(every)[1]
 
 
 def test_newlines_unicode_blank_lines_illustrations():
@@ -108,6 +123,18 @@ def test_strip_gutenberg_wrapped_title_and_no_markers():
     text = "h\n***START OF THE PROJECT GUTENBERG EBOOK A VERY LONG\nTITLE***\nBody\n***END OF THE PROJECT GUTENBERG EBOOK A VERY LONG\nTITLE***\n"
     assert strip_gutenberg(text)[0] == "Body"
     assert strip_gutenberg("Just text\n") == ("Just text\n", None, None)
+    two = "h\n***START OF THE PROJECT GUTENBERG EBOOK A\nVERY LONG\nTITLE***\nBody\n***END OF THE PROJECT GUTENBERG EBOOK A***\n"
+    assert strip_gutenberg(two)[0] == "Body"  # wrapped onto two more lines: MAX_TITLE_LINES
+
+
+def test_a_start_marker_without_a_closing_star_does_not_eat_the_book():
+    # The marker line does not end with '*', and neither do the next two: it is not a wrapped title, and
+    # the body starts after the marker, not at the first line anywhere further down that ends with '*'.
+    text = ("licence\n***START OF THE PROJECT GUTENBERG EBOOK ALICE\nCHAPTER I\nAlice was beginning.\n"
+            "She sat on the bank.\nA footnote *\nThe end.\n***END OF THE PROJECT GUTENBERG EBOOK ALICE***\n")
+    body, start, end = strip_gutenberg(text)
+    assert body == "CHAPTER I\nAlice was beginning.\nShe sat on the bank.\nA footnote *\nThe end."
+    assert (start, end) == ("***START OF THE PROJECT GUTENBERG EBOOK", "***END OF THE PROJECT GUTENBERG EBOOK")
 
 
 def test_producer_credits():
@@ -148,6 +175,17 @@ def test_stop_words_duplicates_ngrams_punctuation():
     no_punct = "\n\n".join(f"the king and the queen of land number {i} with a dog" for i in range(40))
     assert any("ending in punctuation" in r for r in quality_reasons(no_punct))
     assert quality_reasons(prose(200), QualityConfig(max_words=100)) == [f"too many words: {len(prose(200).split())} > 100"]
+
+
+def test_blocklist_is_lower_cased_and_a_string_is_refused():
+    config = QualityConfig(blocklist=["Lorem Ipsum", "PLACEHOLDER text"])
+    assert config.blocklist == ("lorem ipsum", "placeholder text")
+    text = prose(40) + "\nSome Placeholder Text here.\n"
+    assert quality_reasons(text, config) == ["blocklisted phrase: 'placeholder text'"]
+    with pytest.raises(ValueError, match="tuple or list of phrases.*write blocklist=\\('lorem ipsum',\\)"):
+        QualityConfig(blocklist="lorem ipsum")
+    with pytest.raises(ValueError, match="non-empty strings"):
+        QualityConfig(blocklist=("lorem ipsum", ""))
 
 
 def test_quality_config_is_a_hashable_value():
@@ -378,8 +416,17 @@ def test_build_is_byte_identical_and_reports_every_removal(folder, tmp_path):
     assert "\r" not in a["text"] and "GUTENBERG" not in a["text"] and "licence" not in a["text"]
     assert "café “ok”." in next(d for d in docs if d["source"] == "c.txt")["text"]
     assert report["encodings"] == {"cp1252": 1, "utf-8": 3}
-    assert report["stages"][0] == {"stage": "decode", "docs_in": 6, "chars_in": report["stages"][0]["chars_in"],
-                                   "docs_out": 4, "chars_out": report["stages"][0]["chars_out"]}
+    # the decode row: every gathered .txt file and its raw bytes in (rejected files too), the documents out
+    txt = sorted(folder.rglob("*.txt"))
+    decoded = ["a.txt", "c.txt", "nested/b.txt", "nested/b_copy.txt"]
+    assert report["stages"][0] == {
+        "stage": "decode", "docs_in": 6, "chars_in": sum(p.stat().st_size for p in txt), "docs_out": 4,
+        "chars_out": sum(len(clean_text((folder / name).read_bytes())[0]) for name in decoded)}
+    assert report["stages"][0]["chars_in"] == sum(len(p.read_bytes()) for p in txt) > 0
+    for before, after in zip(report["stages"], report["stages"][1:]):  # each stage starts where the last ended
+        assert (after["docs_in"], after["chars_in"]) == (before["docs_out"], before["chars_out"])
+    assert report["stages"][-1]["docs_out"] == 3
+    assert report["stages"][-1]["chars_out"] == sum(len(d["text"]) for d in docs)
 
 
 def test_cli_builds_and_rejects_a_missing_folder(folder, tmp_path):
@@ -391,6 +438,25 @@ def test_cli_builds_and_rejects_a_missing_folder(folder, tmp_path):
                           "--input", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
     assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_a_folder_without_txt_files_or_without_survivors_is_an_error(tmp_path):
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.md").write_text(prose(30))
+    with pytest.raises(FileNotFoundError, match="no .txt files in"):
+        gather(tmp_path / "none")
+    bad = subprocess.run([sys.executable, "-m", "ch01_data", "build", "--out", str(tmp_path / "x"),
+                          "--input", str(tmp_path / "none")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no .txt files in" in bad.stderr and not (tmp_path / "x").exists()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_bytes(b"Bud1\x00\x00\x00\x01" * 100)
+    (tmp_path / "junk" / "b.txt").write_text("Too short to be a book.\n")
+    with pytest.raises(EmptyCorpusError, match="no document survived: all 2 input files were removed "
+                                               "\\(1 at decode, 1 at quality\\)"):
+        run_pipeline(tmp_path / "junk")
+    bad = subprocess.run([sys.executable, "-m", "ch01_data", "build", "--out", str(tmp_path / "y"),
+                          "--input", str(tmp_path / "junk")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no document survived" in bad.stderr and not (tmp_path / "y").exists()
 
 
 def test_load_documents_rejects_unknown_split():

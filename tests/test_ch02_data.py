@@ -52,6 +52,14 @@ def test_dataloader_without_a_full_batch_is_an_error():
     assert len(create_dataloader(tokens, batch_size=3, context_length=8)) == 1
 
 
+def test_dataloader_stride_zero_is_an_error_and_none_means_context_length():
+    tokens = np.arange(100)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        create_dataloader(tokens, batch_size=2, context_length=8, stride=0)
+    x, _ = next(iter(create_dataloader(tokens, batch_size=2, context_length=8, shuffle=False)))
+    assert x[:, 0].tolist() == [0, 8]  # stride None: windows that touch without overlapping
+
+
 def test_token_file_round_trip(tmp_path):
     ids = [0, 1, 4095, 65535, 7]
     write_token_file(ids, tmp_path / "t.bin")

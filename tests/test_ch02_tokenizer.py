@@ -76,6 +76,40 @@ def test_train_vocab_size_and_errors(small):
         TokenizerConfig(vocab_size=70000)
 
 
+@pytest.mark.parametrize("special_tokens, message", [
+    (ENDOFTEXT, "tuple or list of strings"),                 # a str is not 13 one-character tokens
+    ((ENDOFTEXT, "<|pad|>", ENDOFTEXT), "distinct"),
+    ((ENDOFTEXT, ""), "non-empty strings"),
+    ((ENDOFTEXT, 7), "non-empty strings"),
+])
+def test_special_tokens_must_be_distinct_non_empty_strings(special_tokens, message):
+    with pytest.raises(ValueError, match=message):
+        BPETokenizer.train(["ab ab"], vocab_size=300, special_tokens=special_tokens)
+    with pytest.raises(ValueError, match=message):
+        TokenizerConfig(special_tokens=special_tokens)
+    assert TokenizerConfig(special_tokens=[ENDOFTEXT, "<|pad|>"]).special_tokens == (ENDOFTEXT, "<|pad|>")
+    tok = BPETokenizer.train(["ab ab"], vocab_size=300, special_tokens=[ENDOFTEXT, "<|pad|>"])
+    assert tok.special_tokens == {ENDOFTEXT: 258, "<|pad|>": 259}
+
+
+def test_book_tokenizer_file_is_keyed_on_the_special_tokens_and_checked(verdict, tmp_path, monkeypatch):
+    import ch02_tokenization.bpe as module
+    monkeypatch.setenv("LLMFS_HOME", str(tmp_path))
+    monkeypatch.setattr(module, "load_documents", lambda split: [{"text": verdict}])
+    plain = load_book_tokenizer(TokenizerConfig(vocab_size=300))
+    padded = load_book_tokenizer(TokenizerConfig(vocab_size=300, special_tokens=(ENDOFTEXT, "<|pad|>")))
+    assert plain.special_tokens == {ENDOFTEXT: 299}
+    assert padded.special_tokens == {ENDOFTEXT: 298, "<|pad|>": 299}  # not the first file, loaded again
+    files = sorted((tmp_path / "tokenizer").glob("bpe-300-*.json"))
+    assert len(files) == 2
+    again = load_book_tokenizer(TokenizerConfig(vocab_size=300))  # from its file: the same tokenizer
+    assert again.merges == plain.merges and again.special_tokens == plain.special_tokens
+    plain_file = next(f for f in files if json.loads(f.read_text(encoding="utf-8"))["special_tokens"] == {ENDOFTEXT: 299})
+    padded.save(plain_file)  # a file that does not match its name's configuration is refused
+    with pytest.raises(TokenizerFileError, match="not one of TokenizerConfig"):
+        load_book_tokenizer(TokenizerConfig(vocab_size=300))
+
+
 def test_merge_ranks_give_the_training_segmentation(small, verdict):
     # Applying the merges in training order to a chunk is what training did to it; encoding by rank
     # (with the whole-chunk shortcut) must give the same ids, for every chunk of the training text.
