@@ -33,13 +33,16 @@ def generate(
     KV cache is emptied and refilled from that window at each step, so the tokens equal the uncached loop's.
     """
     pick = greedy if next_token is None else next_token
-    b, t = idx.shape
-    ctx = model.cfg.context_length
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if idx.dim() != 2 or t == 0:
+    if idx.dim() == 1:
+        raise ValueError(f"idx must be (batch, seq), got one sequence of shape {tuple(idx.shape)}: "
+                         "add the batch dimension with idx[None] or idx.unsqueeze(0)")
+    if idx.dim() != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx must be (batch, seq) with at least one prompt token per row, got shape {tuple(idx.shape)}: "
                          "start an empty prompt with a token such as the end-of-text id")
+    b, t = idx.shape
+    ctx = model.cfg.context_length
     mask = None
     if attention_mask is not None:
         mask = attention_mask.bool()

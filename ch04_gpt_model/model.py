@@ -136,7 +136,8 @@ class GPTModel(nn.Module):
 
     def _check_inputs(self, idx: Tensor, attention_mask: Tensor | None, past: int) -> None:
         if idx.dim() != 2 or idx.dtype != torch.long:
-            raise ValueError(f"idx must be a (batch, seq) tensor of int64 token ids, got {idx.dtype} {tuple(idx.shape)}")
+            hint = ": one sequence needs a batch dimension, idx[None] or idx.unsqueeze(0)" if idx.dim() == 1 else ""
+            raise ValueError(f"idx must be a (batch, seq) tensor of int64 token ids, got {idx.dtype} {tuple(idx.shape)}{hint}")
         if past + idx.shape[1] > self.cfg.context_length:
             raise ValueError(
                 f"{past + idx.shape[1]} tokens exceed context_length={self.cfg.context_length}: "
@@ -164,9 +165,9 @@ class GPTModel(nn.Module):
         """
         if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
             raise ValueError(f"logits_to_keep must be an int >= 0 (0 keeps every position), got {logits_to_keep!r}")
-        b, t = idx.shape
         past = 0 if cache is None else cache.length
-        self._check_inputs(idx, attention_mask, past)
+        self._check_inputs(idx, attention_mask, past)  # before unpacking: a 1-D idx gets a clear message
+        b, t = idx.shape
         if attention_mask is not None:
             attention_mask = attention_mask.bool()
             # A token's position counts the real tokens before it, so a left-padded prompt gets the

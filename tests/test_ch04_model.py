@@ -230,6 +230,8 @@ def test_init_scales_residual_projections():
         ({"vocab_size": 0}, "vocab_size"),
         ({"n_layers": 2.0}, "n_layers"),
         ({"hidden_dim": -1}, "hidden_dim"),
+        ({"n_kv_heads": 4.0}, "n_kv_heads"),  # a float would otherwise fail deep inside with a TypeError
+        ({"n_kv_heads": 0}, "n_kv_heads"),
         ({"emb_dim": 30, "n_heads": 6, "pos_emb": "rope"}, "rope"),
     ],
 )
@@ -248,6 +250,18 @@ def test_forward_rejects_long_inputs_and_bad_ids():
         model(torch.tensor([[-1, 2]]))
     with pytest.raises(ValueError, match="int64"):
         model(torch.zeros(1, 3, dtype=torch.int32))
+
+
+def test_a_prompt_without_the_batch_dimension_gets_a_clear_error():
+    # torch.tensor(tokenizer.encode(text)) is 1-D; unpacking (batch, seq) from it used to fail first.
+    model = model_for("gpt2")
+    one = torch.tensor([1, 2, 3])
+    with pytest.raises(ValueError, match=r"idx\[None\]"):
+        model(one)
+    for use_cache in (True, False):
+        with pytest.raises(ValueError, match=r"idx\[None\]"):
+            generate(model, one, 2, use_cache=use_cache)
+    assert generate(model, one[None], 2).shape == (1, 5)  # the suggested fix works
 
 
 def test_get_device():
