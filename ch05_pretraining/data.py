@@ -92,7 +92,7 @@ def train_batches(tokens, batch_size: int, context_length: int, *, stride: int |
     Epoch e is shuffled with seed + e, so batch number `start` can be reached without
     replaying the earlier ones: this is what makes `--resume` exact.
     """
-    stride = stride or context_length
+    stride = context_length if stride is None else stride
 
     def loader(epoch: int):
         return create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
@@ -121,7 +121,11 @@ def byte_tokens(texts: Iterable[str]) -> np.ndarray:
 
 
 def fixed_batches(tokens, n_batches: int, batch_size: int, context_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`n_batches` non-overlapping (inputs, targets) batches spread evenly over `tokens`: the same every evaluation."""
+    """`n_batches` non-overlapping (inputs, targets) batches spread evenly over `tokens`: the same every evaluation.
+
+    Fewer if `tokens` hold fewer batches. Only the chosen batches are built, so a held-out split of
+    billions of tokens costs no more than the book's.
+    """
     with torch.random.fork_rng(devices=[]):
         try:
             loader = create_dataloader(tokens, batch_size=batch_size, context_length=context_length,
@@ -129,6 +133,7 @@ def fixed_batches(tokens, n_batches: int, batch_size: int, context_length: int) 
         except TooFewTokensError as e:
             raise ValueError(f"{len(tokens):,} tokens are too few for one evaluation batch of {batch_size} x "
                              f"{context_length}: hold out more text") from e
-        batches = list(loader)
-    every = max(1, len(batches) // n_batches)
-    return batches[::every][:n_batches]
+    windows, n_total = loader.dataset, len(loader)  # the loader's batches: windows [k*B, (k+1)*B) in order
+    every = max(1, n_total // n_batches)
+    return [tuple(torch.stack(t) for t in zip(*(windows[k * batch_size + j] for j in range(batch_size))))
+            for k in range(0, n_total, every)[:n_batches]]

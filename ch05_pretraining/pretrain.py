@@ -20,7 +20,7 @@ from ch05_pretraining.checkpoint import (CKPT_JSON, CKPT_TENSORS, CheckpointErro
 from ch05_pretraining.data import fixed_batches, tokenizer_fingerprint, train_batches, training_tokens
 from ch05_pretraining.presets import PRESETS, build_model, get_preset
 from ch05_pretraining.sampling import sample_text
-from ch05_pretraining.train import OPTIMIZERS, PRECISIONS, SingleProcess, TrainConfig, train
+from ch05_pretraining.train import OPTIMIZERS, PRECISIONS, SingleProcess, TrainConfig, lr_at, train
 
 SAMPLE_PROMPT = "Once upon a time"  # what the model writes at every evaluation while it trains
 
@@ -56,9 +56,10 @@ def resume_config(saved: dict, cfg: TrainConfig, out_dir: Path) -> TrainConfig:
     changed = {k: (old.get(k), new[k]) for k in new if old.get(k) != new[k]}
     if "max_steps" in changed:
         changed.pop("warmup_steps", None)  # derived from max_steps by --max-steps; the run keeps its own
-        if new["max_steps"] < saved["step"]:
-            raise CheckpointError(f"the checkpoint in {out_dir} is already at step {saved['step']}; "
-                                  f"--max-steps {new['max_steps']} cannot shorten it (use a new --out)")
+        if new["max_steps"] < old["max_steps"]:
+            raise CheckpointError(f"the run in {out_dir} was planned for {old['max_steps']} steps (it is at step "
+                                  f"{saved['step']}); --max-steps {new['max_steps']} would shorten it and change its "
+                                  "schedule: only a larger --max-steps may change (or use a new --out)")
     others = {k: v for k, v in changed.items() if k != "max_steps"}
     if others:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in others.items())
@@ -66,10 +67,11 @@ def resume_config(saved: dict, cfg: TrainConfig, out_dir: Path) -> TrainConfig:
                               "resume with the same options (only a larger --max-steps may change) or use a new --out")
     if "max_steps" not in changed:
         return cfg
-    print(f"extending the run from {old['max_steps']} to {cfg.max_steps} steps: the learning-rate schedule "
-          f"is recomputed from step {saved['step']} on (cosine to min_lr at step {cfg.max_steps}); "
-          f"warm-up stays {old['warmup_steps']} steps")
-    return dataclasses.replace(cfg, warmup_steps=old["warmup_steps"])
+    extended = dataclasses.replace(cfg, warmup_steps=old["warmup_steps"])
+    print(f"extending the run from {old['max_steps']} to {cfg.max_steps} steps: the learning rate at step "
+          f"{saved['step']} becomes the longer schedule's, {lr_at(saved['step'], extended):.2e} (max_lr "
+          f"{cfg.max_lr:.2e}), then a cosine to min_lr at step {cfg.max_steps}; warm-up stays {old['warmup_steps']} steps")
+    return extended
 
 
 def pretrain(preset: str, out_dir: Path | str, *, resume: bool = False, max_steps: int | None = None,

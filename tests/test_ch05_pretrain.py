@@ -548,7 +548,8 @@ def test_cli_extends_a_finished_run(micro_book, capsys):
     first = json.loads((micro_book / "log.json").read_text())
     assert main(["train", "--preset", "tiny", "--out", out, "--max-steps", "8", "--resume", "--precision", "float32"]) == 0
     printed = capsys.readouterr().out
-    assert "extending the run from 4 to 8 steps" in printed and "recomputed from step 4 on" in printed
+    extended_lr = lr_at(4, TrainConfig(batch_size=4, max_steps=8, warmup_steps=3, max_lr=5e-3, min_lr=5e-4))
+    assert "extending the run from 4 to 8 steps" in printed and f"at step 4 becomes the longer schedule's, {extended_lr:.2e}" in printed
     log = json.loads((micro_book / "log.json").read_text())
     assert log["step"] == list(range(1, 9))
     assert {k: v[:4] for k, v in log.items() if k != "val"} == {k: v for k, v in first.items() if k != "val"}
@@ -560,7 +561,7 @@ def test_cli_extends_a_finished_run(micro_book, capsys):
 
 
 @pytest.mark.parametrize("argv,named", [
-    (["--max-steps", "2", "--precision", "float32"], "already at step 4"),
+    (["--max-steps", "2", "--precision", "float32"], "planned for 4 steps (it is at step 4); --max-steps 2 would shorten it"),
     (["--max-steps", "8", "--precision", "bfloat16"], "precision: 'float32' -> 'bfloat16'"),
     (["--precision", "float32", "--optimizer", "muon"], "optimizer: 'adamw' -> 'muon'"),
 ])
@@ -571,6 +572,29 @@ def test_cli_refuses_any_other_change_on_resume(micro_book, capsys, argv, named)
         main(["train", "--preset", "tiny", "--out", out, "--resume", *argv])
     assert exit_info.value.code == 1
     assert named in capsys.readouterr().err
+
+
+def test_resume_refuses_a_shorter_run_even_before_its_end(tmp_path):
+    from ch05_pretraining import resume_config
+
+    cfg = TrainConfig(batch_size=4, max_steps=10, warmup_steps=3, precision="float32")
+    saved = {"step": 4, "train_config": json.loads(json.dumps(dataclasses.asdict(cfg)))}  # interrupted at step 4 of 10
+    with pytest.raises(CheckpointError, match="planned for 10 steps .* --max-steps 6 would shorten it"):
+        resume_config(saved, dataclasses.replace(cfg, max_steps=6), tmp_path)
+
+
+def test_fixed_batches_are_every_kth_batch_of_the_plain_loader():
+    from ch02_tokenization.dataset import create_dataloader
+
+    tokens = np.random.default_rng(0).integers(0, 4096, 10_000).astype(np.uint16)
+    for n_batches, batch_size, context in ((16, 8, 32), (3, 4, 16), (50, 2, 8), (1000, 8, 64)):
+        loader = create_dataloader(tokens, batch_size=batch_size, context_length=context, stride=context,
+                                   shuffle=False, drop_last=True, seed=0)
+        every = max(1, len(loader) // n_batches)
+        expected = list(loader)[::every][:n_batches]  # the reference: all batches built, a few kept
+        got = fixed_batches(tokens, n_batches, batch_size, context)
+        assert len(got) == len(expected) == min(n_batches, len(loader))
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, expected))
 
 
 @pytest.mark.parametrize("field,value", [
