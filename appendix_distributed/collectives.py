@@ -97,7 +97,8 @@ def ring_all_reduce(t: torch.Tensor) -> torch.Tensor:
 
     The tensor is cut into N chunks (the last ones shorter, even empty, if N does not divide
     its size). In N-1 reduce-scatter steps each rank passes one chunk to its right neighbour
-    and adds the chunk arriving from its left, so rank r ends up with the full sum of chunk r+1. In N-1 all-gather steps the finished chunks go round the ring.
+    and adds the chunk arriving from its left, so rank r ends up with the full sum of chunk
+    r+1. In N-1 all-gather steps the finished chunks go round the ring.
     Each rank sends 2 (N-1)/N of the tensor in all, whatever N: the bandwidth-optimal all-reduce.
     """
     rank, n = dist.get_rank(), dist.get_world_size()
